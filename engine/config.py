@@ -1,0 +1,43 @@
+"""Settings from the environment (prefix NUDGE_) or a `.env` file, validated by pydantic-settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.state import DEFAULT_NON_MERCHANDISE, StatePolicy
+
+
+class Settings(BaseSettings):
+    """Where nudge keeps its data and how the embedded runtime behaves."""
+
+    model_config = SettingsConfigDict(env_prefix="NUDGE_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".nudge")
+    db_url: str | None = None  # default: SQLite at <home>/nudge.db
+    checkpoint_every: int = Field(default=20_000, gt=0)
+    # An event dated more than this past the clock is a dead letter ("future-dated").
+    future_tolerance_days: float = Field(default=30.0, ge=0)
+    cj_timezone: str = "UTC"  # Complete Journey's timestamps are naive; this is their zone
+    lpoint_timezone: str = "Asia/Seoul"
+    non_merchandise: frozenset[str] = DEFAULT_NON_MERCHANDISE
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the engine's database."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.home / 'nudge.db'}"
+
+    @property
+    def future_tolerance(self) -> timedelta:
+        """`future_tolerance_days` as a timedelta."""
+        return timedelta(days=self.future_tolerance_days)
+
+    @property
+    def policy(self) -> StatePolicy:
+        """The state policy these settings describe."""
+        return StatePolicy(non_merchandise=frozenset(self.non_merchandise))

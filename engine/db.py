@@ -1,0 +1,96 @@
+"""The engine's database: customer state, profiles, checkpoints and dead letters (SQLAlchemy Core).
+
+SQLite by default (the embedded runtime); any SQLAlchemy URL, PostgreSQL included, works the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+customer_state = Table(
+    "customer_state", metadata,
+    Column("customer_id", String, primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+)
+
+customer_profile = Table(
+    "customer_profile", metadata,
+    Column("customer_id", String, primary_key=True),
+    Column("profile", Text, nullable=False),  # CustomerProfile as JSON
+)
+
+checkpoint = Table(
+    "checkpoint", metadata,
+    Column("source", String, primary_key=True),
+    Column("position", Integer, nullable=False),  # the next record to read
+    Column("watermark", DateTime(timezone=True)),
+    Column("counters", Text, nullable=False),  # JSON of the cumulative counters
+    Column("complete", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+dead_letter = Table(
+    "dead_letter", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("where", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source", "position", name="dead_letter_once"),
+)
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url` with the tables created; SQLite files get their folder and WAL mode."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+    metadata.create_all(engine)
+    return engine
+
+
+def upsert(engine: Engine, table: Table, key: str):
+    """An INSERT that replaces the row with the same `key`, in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    others = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
+    return stmt.on_conflict_do_update(index_elements=[key], set_=others)
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Table):
+    """An INSERT that skips rows violating a unique constraint (dead letters re-read after a crash)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()

@@ -1,0 +1,25 @@
+"""The one exception family: every message names what is wrong and where."""
+
+
+class NudgeError(Exception):
+    """Base of every error nudge raises on purpose."""
+
+
+class SourceError(NudgeError):
+    """A whole input cannot be read: missing file or column, undecodable bytes, empty file."""
+
+
+class DecodeError(NudgeError):
+    """One record cannot become an event; the record goes to the dead-letter store with this reason."""
+
+
+class ConflictingDuplicate(DecodeError):
+    """An event id already applied to this customer arrived again with different content."""
+
+
+class FutureDated(DecodeError):
+    """An event dated beyond the tolerance past the clock; applying it would move the clock."""
+
+
+class ConfigError(NudgeError):
+    """A setting or option is invalid."""

@@ -1,0 +1,186 @@
+"""Event schema: one `Purchase` per basket (receipt), and `CustomerProfile` for customer attributes."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from functools import cached_property
+from typing import Annotated, Literal, NamedTuple
+from zlib import crc32
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from engine.errors import DecodeError
+
+UNKNOWN_CATEGORY = "UNKNOWN"
+SERVICE_CATEGORY_PREFIX = "service:"
+
+
+ProductId = Annotated[str, StringConstraints(min_length=1)]
+# Top category first: Complete Journey (department, product_category); L.POINT (대분류, 중분류, 소분류).
+CategoryPath = Annotated[tuple[str, ...], Field(min_length=1)]
+Amount = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Line(NamedTuple):
+    """One purchased (or, when negative, returned) product line of a basket.
+
+    `Purchase.lines` holds plain 4-tuples in this order: a year holds millions of lines, and
+    validating plain tuples costs half as much. Build lines with `Line(...)` for readability.
+    """
+
+    product_id: str
+    category: tuple[str, ...] = (UNKNOWN_CATEGORY,)
+    quantity: int = 1
+    amount: float = 0.0
+
+
+LineTuple = tuple[ProductId, CategoryPath, int, Amount]
+
+
+def is_return_line(line: tuple) -> bool:
+    """A negative quantity or amount is a return."""
+    return line[2] < 0 or line[3] < 0
+
+
+class Purchase(BaseModel):
+    """One basket: the engine's purchase event. Service uses (no product lines) carry `amount` alone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1)
+    event_time: AwareDatetime
+    store_id: str | None = None
+    affiliate: str | None = None
+    channel: Literal["offline", "online"] = "offline"
+    lpay: bool = False
+    lines: tuple[LineTuple, ...] = ()  # (product_id, category path, quantity, amount): see `Line`
+    # Total of the basket: required for a service use; optional with lines, and then checked against them.
+    amount: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _amount_matches_lines(self) -> Purchase:
+        if self.lines:
+            if self.amount is not None:
+                total = sum(line[3] for line in self.lines)
+                if abs(self.amount - total) > 0.005 * len(self.lines):
+                    raise ValueError(f"amount {self.amount} differs from the sum of its lines {total}")
+        elif self.amount is None:
+            raise ValueError("a purchase without lines (a service use) needs an amount")
+        return self
+
+    @property
+    def total(self) -> float:
+        """What the basket cost: the sum of its lines, or the service use's amount."""
+        return sum(line[3] for line in self.lines) if self.lines else (self.amount or 0.0)
+
+    @property
+    def is_return(self) -> bool:
+        """A basket with no purchase lines and at least one returned line (or a negative service use)."""
+        if self.lines:
+            return all(is_return_line(line) for line in self.lines)
+        return (self.amount or 0.0) < 0
+
+    @cached_property
+    def id_key(self) -> int:
+        """Stable 64-bit key of the event id (stable across processes, unlike `hash`)."""
+        return _digest64(self.event_id)
+
+    @cached_property
+    def content_key(self) -> int:
+        """Stable 64-bit digest of the content (see `content_key`): tells a replay from a conflict."""
+        return content_key(self)
+
+
+class CustomerProfile(BaseModel):
+    """Customer attributes where a source has them; the time zone is the customer's own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    customer_id: str = Field(min_length=1)
+    time_zone: str = "UTC"
+    sex: str | None = None
+    age_band: str | None = None
+    region: str | None = None
+    attributes: dict[str, str] = {}
+
+
+Event = Purchase | CustomerProfile
+
+
+def cents(amount: float) -> int:
+    """Money is summed in integer hundredths so totals are exact and independent of order."""
+    return round(amount * 100)
+
+
+def line_key(product_id: str, quantity: int, amount_cents: int) -> int:
+    """Digest of one line. Built from ints and a CRC-32: `hash` of an int tuple is the same in every
+    process (string hashes are salted), which checkpoints need."""
+    return hash((crc32(product_id.encode()), quantity, amount_cents))
+
+
+def content_key(purchase: Purchase, lines_sum: int | None = None) -> int:
+    """Digest of everything but the id; lines are summed as a multiset, so their order does not matter.
+
+    `lines_sum` is the sum of `line_key` over the lines when the caller has it already.
+    """
+    if lines_sum is None:
+        lines_sum = sum(line_key(pid, qty, round(amount * 100)) for pid, _, qty, amount in purchase.lines)
+    head = (
+        crc32(purchase.customer_id.encode()),
+        int(purchase.event_time.timestamp() * 1_000_000),
+        crc32((purchase.store_id or "").encode()),
+        crc32((purchase.affiliate or "").encode()),
+        purchase.channel == "online",
+        purchase.lpay,
+        round((purchase.amount or 0.0) * 100),
+        lines_sum & 0xFFFFFFFFFFFFFFFF,
+    )
+    return hash(head)
+
+
+def _digest64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def validation_reason(error: ValidationError, where: str) -> str:
+    """Re-word a pydantic error as 'where: field: message; ...' for dead letters and CLI output."""
+    parts = []
+    for item in error.errors(include_url=False):
+        loc = list(item["loc"])
+        # Lines given as arrays report positions; name the field instead (lines.3.amount).
+        if len(loc) >= 3 and loc[0] == "lines" and isinstance(loc[2], int) and loc[2] < len(Line._fields):
+            loc[2] = Line._fields[loc[2]]
+        loc = ".".join(str(p) for p in loc) or "record"
+        parts.append(f"{loc}: {item['msg']}")
+    return f"{where}: " + "; ".join(parts)
+
+
+def decode_purchase(record: dict, where: str) -> Purchase:
+    """Validate a dict as a `Purchase`, raising `DecodeError` that names the place and the fields."""
+    try:
+        return Purchase.model_validate(record)
+    except ValidationError as exc:
+        raise DecodeError(validation_reason(exc, where)) from None
+
+
+def decode_profile(record: dict, where: str) -> CustomerProfile:
+    """Validate a dict as a `CustomerProfile`, raising `DecodeError` that names the place and the fields."""
+    try:
+        return CustomerProfile.model_validate(record)
+    except ValidationError as exc:
+        raise DecodeError(validation_reason(exc, where)) from None
+
+
+def event_time_of(event: Event) -> datetime | None:
+    """The event time of a purchase; profiles are timeless attributes."""
+    return event.event_time if isinstance(event, Purchase) else None

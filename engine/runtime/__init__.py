@@ -1,0 +1,1 @@
+"""Runtimes wire the pure core to adapters: the embedded runtime (default) and, later, Kafka."""

@@ -1,0 +1,349 @@
+"""Customer state and its `apply`: the pure core every runtime calls.
+
+Everything a state holds is an integer, a min/max or a set, so applying the same events in any
+order gives the same state, and an event already applied (same id, same content) changes nothing.
+Money is kept in integer hundredths of the currency unit, days as proleptic ordinals of the
+purchase's local date (in the zone the source declared), times as UTC epoch seconds.
+
+Interval statistics ("gaps") are over consecutive distinct purchase days; the variance uses ddof=1
+(the sample variance, as pandas' `Series.var()`), and needs at least two gaps.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import Enum
+from zlib import crc32
+
+from engine.errors import ConflictingDuplicate
+from engine.events import SERVICE_CATEGORY_PREFIX, Purchase, cents, content_key, is_return_line
+
+DEFAULT_NON_MERCHANDISE = frozenset({"FUEL", "MISCELLANEOUS"})
+
+
+@dataclass(frozen=True)
+class StatePolicy:
+    """What `apply` needs to know beyond the event: which top categories are not item units."""
+
+    # Quantities in these top categories are litres, cents or tickets, not items: Volume leaves them out.
+    non_merchandise: frozenset[str] = field(default=DEFAULT_NON_MERCHANDISE)
+
+
+DEFAULT_POLICY = StatePolicy()
+
+
+class Novelty(Enum):
+    """How an incoming purchase relates to what the state has already applied."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+def _insert_day(days: array, day: int) -> int | None:
+    """Insert `day` into the sorted distinct `days`; return the change in the sum of squared gaps.
+
+    None when the day is already there. Integer arithmetic keeps the sum exact in any order.
+    """
+    i = bisect_left(days, day)
+    n = len(days)
+    if i < n and days[i] == day:
+        return None
+    days.insert(i, day)
+    if i == n:  # the common case in time order: appended at the end
+        return (day - days[i - 1]) ** 2 if n else 0
+    if i == 0:
+        return (days[1] - day) ** 2
+    before, after = days[i - 1], days[i + 1]
+    return (day - before) ** 2 + (after - day) ** 2 - (after - before) ** 2
+
+
+def _add_day(days: array, day: int) -> int:
+    """`_insert_day` with the time-ordered cases inline; 0 when the day is already there."""
+    if days:
+        last = days[-1]
+        if day > last:
+            days.append(day)
+            return (day - last) * (day - last)
+        if day == last:
+            return 0
+        return _insert_day(days, day) or 0
+    days.append(day)
+    return 0
+
+
+def _gap_mean(days: array) -> float | None:
+    n = len(days)
+    return (days[-1] - days[0]) / (n - 1) if n >= 2 else None
+
+
+def _gap_var(days: array, gap_sq: int) -> float | None:
+    gaps = len(days) - 1
+    if gaps < 2:
+        return None
+    total = days[-1] - days[0]
+    # Exact integer numerator, one rounding: (k*Σg² - (Σg)²) / (k(k-1)).
+    return (gaps * gap_sq - total * total) / (gaps * (gaps - 1))
+
+
+class CategoryStats:
+    """Spend, basket count and repurchase intervals of one customer in one top category."""
+
+    __slots__ = ("baskets", "days", "gap_sq", "spend")
+
+    def __init__(self) -> None:
+        self.spend = 0  # hundredths, net of returns
+        self.baskets = 0  # purchase baskets holding the category
+        self.days: array = array("i")  # distinct purchase days (ordinals), sorted
+        self.gap_sq = 0  # sum of squared gaps between consecutive days
+
+    @property
+    def purchase_days(self) -> int:
+        """Distinct days the category was bought."""
+        return len(self.days)
+
+    @property
+    def last_day(self) -> date | None:
+        """The latest day the category was bought."""
+        return date.fromordinal(self.days[-1]) if self.days else None
+
+    @property
+    def gap_mean(self) -> float | None:
+        """Mean days between consecutive purchase days of the category."""
+        return _gap_mean(self.days)
+
+    @property
+    def gap_var(self) -> float | None:
+        """Sample variance (ddof=1) of the gaps; None below two gaps."""
+        return _gap_var(self.days, self.gap_sq)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CategoryStats):
+            return NotImplemented
+        return (self.spend, self.baskets, self.days, self.gap_sq) == (
+            other.spend, other.baskets, other.days, other.gap_sq,
+        )
+
+    def __repr__(self) -> str:
+        return f"CategoryStats(spend={self.spend}, baskets={self.baskets}, days={len(self.days)})"
+
+
+class CustomerState:
+    """One customer's running LRFMV state, per-category intervals, and product counts."""
+
+    __slots__ = (
+        "baskets",
+        "categories",
+        "customer_id",
+        "days",
+        "event_digests",
+        "event_ids",
+        "first_ts",
+        "gap_sq",
+        "last_ts",
+        "lpay_spend",
+        "products",
+        "spend",
+        "units",
+    )
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.event_ids: array = array("q")  # 64-bit keys of applied event ids, sorted
+        self.event_digests: array = array("q")  # content digests, parallel to event_ids
+        self.baskets = 0  # purchase baskets (returns excluded)
+        self.days: array = array("i")  # distinct purchase days, sorted
+        self.gap_sq = 0
+        self.spend = 0  # hundredths, net of returns
+        self.lpay_spend = 0  # the part paid with L.pay
+        self.units = 0  # item units, non-merchandise categories left out
+        self.first_ts: int | None = None  # UTC epoch seconds of the first purchase
+        self.last_ts: int | None = None
+        self.categories: dict[str, CategoryStats] = {}
+        self.products: dict[str, int] = {}  # lines bought, net of lines returned
+
+    # -- derived figures -------------------------------------------------------------------------
+    @property
+    def events(self) -> int:
+        """Events applied (purchases and returns)."""
+        return len(self.event_ids)
+
+    @property
+    def purchase_days(self) -> int:
+        """Distinct purchase days: the day-level Frequency."""
+        return len(self.days)
+
+    @property
+    def first_purchase(self) -> datetime | None:
+        """Time of the first purchase (UTC)."""
+        return None if self.first_ts is None else datetime.fromtimestamp(self.first_ts, UTC)
+
+    @property
+    def last_purchase(self) -> datetime | None:
+        """Time of the latest purchase (UTC)."""
+        return None if self.last_ts is None else datetime.fromtimestamp(self.last_ts, UTC)
+
+    @property
+    def monetary(self) -> float:
+        """Total spend net of returns, in currency units."""
+        return self.spend / 100
+
+    @property
+    def monetary_mean(self) -> float | None:
+        """Mean spend per purchase basket."""
+        return self.spend / 100 / self.baskets if self.baskets else None
+
+    @property
+    def volume(self) -> float | None:
+        """Mean item units per purchase day."""
+        return self.units / len(self.days) if self.days else None
+
+    @property
+    def length_days(self) -> int:
+        """Days from the first to the latest purchase day."""
+        return self.days[-1] - self.days[0] if self.days else 0
+
+    @property
+    def gap_mean(self) -> float | None:
+        """Mean days between consecutive purchase days."""
+        return _gap_mean(self.days)
+
+    @property
+    def gap_var(self) -> float | None:
+        """Sample variance (ddof=1) of the gaps between purchase days."""
+        return _gap_var(self.days, self.gap_sq)
+
+    def recency_days(self, now: datetime) -> int | None:
+        """Days from the latest purchase day to `now`'s date."""
+        return now.date().toordinal() - self.days[-1] if self.days else None
+
+    def lrfmv(self, now: datetime) -> dict[str, float | int | None]:
+        """Length, Recency, Frequency, Monetary (total, mean, L.pay split) and Volume at `now`."""
+        return {
+            "length": self.length_days,
+            "recency": self.recency_days(now),
+            "frequency": self.baskets,
+            "purchase_days": self.purchase_days,
+            "monetary": self.monetary,
+            "monetary_mean": self.monetary_mean,
+            "monetary_lpay": self.lpay_spend / 100,
+            "monetary_other": (self.spend - self.lpay_spend) / 100,
+            "volume": self.volume,
+        }
+
+    def novelty(self, purchase: Purchase) -> Novelty:
+        """Whether `purchase` is new to this state, an identical replay, or a conflicting duplicate."""
+        key = purchase.id_key
+        i = bisect_left(self.event_ids, key)
+        if i < len(self.event_ids) and self.event_ids[i] == key:
+            return Novelty.DUPLICATE if self.event_digests[i] == purchase.content_key else Novelty.CONFLICT
+        return Novelty.NEW
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CustomerState):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self) -> str:
+        return (
+            f"CustomerState({self.customer_id!r}, baskets={self.baskets}, days={len(self.days)}, "
+            f"spend={self.spend / 100:.2f}, categories={len(self.categories)})"
+        )
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, values: tuple) -> None:
+        for slot, value in zip(self.__slots__, values, strict=True):
+            setattr(self, slot, value)
+
+
+def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy = DEFAULT_POLICY) -> CustomerState:
+    """Fold one purchase into the customer's state (updated in place and returned; a new one for None).
+
+    An identical replay changes nothing; the same event id with other content raises
+    `ConflictingDuplicate` and leaves the state untouched.
+    """
+    if state is None:
+        state = CustomerState(purchase.customer_id)
+    elif state.customer_id != purchase.customer_id:
+        raise ValueError(f"purchase {purchase.event_id} of {purchase.customer_id} applied to {state.customer_id}")
+
+    key = purchase.id_key
+    ids = state.event_ids
+    i = bisect_left(ids, key)
+    if i < len(ids) and ids[i] == key:
+        if state.event_digests[i] == purchase.content_key:
+            return state
+        raise ConflictingDuplicate(
+            f"event {purchase.event_id} of customer {purchase.customer_id} was already applied with other content"
+        )
+
+    # One pass over the lines: net spend per top category, units, product counts (+1 a bought line,
+    # -1 a returned line) and the lines' part of the content digest. Returns are rare: the tops
+    # that a basket with returns really bought are worked out in a second pass, only then.
+    spend_by_top: dict[str, int] = {}
+    total = 0
+    returned_lines = 0
+    lines_sum = 0
+    lines = purchase.lines
+    if lines:
+        non_merch = policy.non_merchandise
+        products = state.products
+        units = 0
+        for pid, category, quantity, amount in lines:
+            c = round(amount * 100)
+            total += c
+            lines_sum += hash((crc32(pid.encode()), quantity, c))  # = events.line_key, inlined: hot loop
+            top = category[0]
+            spend_by_top[top] = spend_by_top.get(top, 0) + c
+            if top not in non_merch:
+                units += quantity
+            if quantity < 0 or amount < 0:
+                returned_lines += 1
+                products[pid] = products.get(pid, 0) - 1
+            else:
+                products[pid] = products.get(pid, 0) + 1
+        state.units += units
+        any_bought = returned_lines < len(lines)
+        if returned_lines == 0:
+            bought_tops = spend_by_top.keys()
+        else:
+            bought_tops = {line[1][0] for line in lines if not is_return_line(line)}
+    else:
+        total = cents(purchase.amount or 0.0)
+        any_bought = total >= 0
+        top = SERVICE_CATEGORY_PREFIX + (purchase.affiliate or "unknown")
+        spend_by_top[top] = total
+        bought_tops = spend_by_top.keys() if any_bought else ()
+
+    ids.insert(i, key)
+    state.event_digests.insert(i, content_key(purchase, lines_sum))
+
+    day = purchase.event_time.date().toordinal()
+    if any_bought:
+        ts = int(purchase.event_time.timestamp())
+        state.baskets += 1
+        if state.first_ts is None or ts < state.first_ts:
+            state.first_ts = ts
+        if state.last_ts is None or ts > state.last_ts:
+            state.last_ts = ts
+        state.gap_sq += _add_day(state.days, day)
+
+    state.spend += total
+    if purchase.lpay:
+        state.lpay_spend += total
+    categories = state.categories
+    for top, spend in spend_by_top.items():
+        stats = categories.get(top)
+        if stats is None:
+            stats = categories[sys.intern(top)] = CategoryStats()
+        stats.spend += spend
+        if top in bought_tops:
+            stats.baskets += 1
+            stats.gap_sq += _add_day(stats.days, day)
+    return state
