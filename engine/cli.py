@@ -22,6 +22,8 @@ from engine.summary import population_summary
 app = typer.Typer(help="nudge: purchase events -> customer state -> campaigns, live or replayed on event time.",
                   no_args_is_help=True, add_completion=False)
 console = Console()
+if console.width < 110:  # tables of figures are wider than a pipe's default 80 columns
+    console = Console(width=110)
 err = Console(stderr=True)
 
 
@@ -73,12 +75,17 @@ def replay(
         src = open_source(source, path, settings, tz, encoding)
         summary = _replay_with_progress(EmbeddedRuntime(settings), src, fresh, show=not as_json)
     except NudgeError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     if as_json:
         console.print_json(json.dumps(_summary_dict(summary)))
     else:
         _print_replay(summary)
+
+
+def _fail(exc: Exception) -> None:
+    """Print a clear one-line error (never wrapped, so paths stay whole) and exit 2."""
+    err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2) from None
 
 
 def _replay_with_progress(runtime: EmbeddedRuntime, src: Source, fresh: bool, show: bool) -> ReplaySummary:
@@ -178,8 +185,7 @@ def demo() -> None:
         src = open_source(SourceKind.cj, None, settings, None)
         result = _replay_with_progress(runtime, src, fresh=True, show=True)
     except NudgeError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     _print_replay(result)
     _print_population(runtime, as_json=False)
 
@@ -190,8 +196,7 @@ def customer(customer_id: str) -> None:
     runtime = EmbeddedRuntime(Settings())
     state = runtime.checkpoints.load_states().get(customer_id)
     if state is None:
-        err.print(f"[red]error:[/red] no customer {customer_id!r} in {runtime.settings.database_url}")
-        raise typer.Exit(2)
+        _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
     now = runtime.checkpoints.watermark()
     console.print(state.lrfmv(now) if now else state)
     table = Table(title=f"customer {customer_id} by top category")

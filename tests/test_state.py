@@ -1,0 +1,169 @@
+"""CustomerState and apply: definitions on hand-made baskets, and invariants as property tests."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import statistics
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import ConflictingDuplicate
+from engine.events import Line, Purchase
+from engine.state import CustomerState, Novelty, StatePolicy, apply
+
+T0 = datetime(2021, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def basket(event_id: str, day: int, lines: list[Line], customer: str = "c1", lpay: bool = False,
+           hour: int = 10) -> Purchase:
+    return Purchase(event_id=event_id, customer_id=customer, event_time=T0 + timedelta(days=day, hours=hour - 9),
+                    lines=tuple(lines), lpay=lpay)
+
+
+def fold(events: list[Purchase], policy: StatePolicy | None = None) -> CustomerState:
+    state = None
+    for event in events:
+        state = apply(state, event, policy) if policy else apply(state, event)
+    assert state is not None
+    return state
+
+
+def test_lrfmv_and_intervals_on_known_baskets() -> None:
+    events = [
+        basket("r1", 0, [Line("milk", ("DAIRY", "MILK"), 2, 3.0), Line("gas", ("FUEL",), 40, 60.0)], lpay=True),
+        basket("r2", 3, [Line("milk", ("DAIRY", "MILK"), 1, 1.5)]),
+        basket("r3", 10, [Line("bread", ("BAKERY",), 1, 2.25), Line("milk", ("DAIRY",), 1, 1.5)]),
+        basket("r4", 10, [Line("cake", ("BAKERY",), 1, 5.0)], hour=18),  # second basket, same day
+    ]
+    s = fold(events)
+    assert s.baskets == 4 and s.purchase_days == 3
+    assert s.monetary == pytest.approx(73.25) and s.spend == 7325
+    assert s.lpay_spend == 6300 and s.lrfmv(T0)["monetary_other"] == pytest.approx(10.25)
+    assert s.units == 6  # the 40 litres of FUEL are not item units
+    assert s.volume == pytest.approx(2.0)
+    assert s.length_days == 10
+    assert s.recency_days(T0 + timedelta(days=15)) == 5
+    assert s.gap_mean == pytest.approx(5.0)  # gaps 3, 7
+    assert s.gap_var == pytest.approx(statistics.variance([3, 7]))  # ddof=1
+    dairy = s.categories["DAIRY"]
+    assert (dairy.baskets, dairy.purchase_days, dairy.spend) == (3, 3, 600)
+    assert s.categories["BAKERY"].baskets == 2 and s.categories["BAKERY"].purchase_days == 1
+    assert s.products == {"milk": 3, "gas": 1, "bread": 1, "cake": 1}
+    assert s.first_purchase == events[0].event_time and s.last_purchase == events[3].event_time
+
+
+def test_returns_lower_spend_but_are_not_purchases() -> None:
+    s = fold([
+        basket("r1", 0, [Line("tv", ("ELEC",), 1, 500.0), Line("cable", ("ELEC",), 2, 20.0)]),
+        basket("ret1", 5, [Line("tv", ("ELEC",), -1, -500.0)]),  # a return receipt
+        basket("r2", 7, [Line("cable", ("ELEC",), 1, 10.0), Line("cable", ("ELEC",), -1, -10.0)]),
+    ])
+    assert s.monetary == pytest.approx(20.0)
+    assert s.baskets == 2 and s.purchase_days == 2  # the return receipt is no purchase day
+    assert s.last_purchase == T0 + timedelta(days=7, hours=1)
+    assert s.products["tv"] == 0  # bought once, returned once: never a recommendation
+    assert s.units == 2
+    assert s.categories["ELEC"].baskets == 2
+
+
+def test_service_use_without_lines_counts_by_affiliate() -> None:
+    stay = Purchase(event_id="svc:1", customer_id="c1", event_time=T0, affiliate="B01", amount=120000.0)
+    s = apply(None, stay)
+    assert s.baskets == 1 and s.monetary == 120000.0
+    assert s.categories["service:B01"].spend == 12_000_000
+
+
+def test_duplicate_is_a_no_op_and_conflict_raises_without_change() -> None:
+    first = basket("r1", 0, [Line("milk", ("DAIRY",), 1, 1.5)])
+    s = apply(None, first)
+    before = repr(s), s.spend, list(s.event_ids)
+    again = basket("r1", 0, [Line("milk", ("DAIRY",), 1, 1.5)])
+    assert s.novelty(again) is Novelty.DUPLICATE
+    assert apply(s, again) == apply(None, first)
+    other = basket("r1", 0, [Line("milk", ("DAIRY",), 2, 3.0)])
+    assert s.novelty(other) is Novelty.CONFLICT
+    with pytest.raises(ConflictingDuplicate, match="r1"):
+        apply(s, other)
+    assert (repr(s), s.spend, list(s.event_ids)) == before
+
+
+def test_line_order_is_not_content() -> None:
+    a = basket("r1", 0, [Line("a", ("X",), 1, 1.0), Line("b", ("Y",), 2, 4.0)])
+    b = basket("r1", 0, [Line("b", ("Y",), 2, 4.0), Line("a", ("X",), 1, 1.0)])
+    assert apply(None, a).novelty(b) is Novelty.DUPLICATE
+
+
+def test_policy_decides_what_is_merchandise() -> None:
+    e = [basket("r1", 0, [Line("gas", ("FUEL",), 40, 60.0), Line("milk", ("DAIRY",), 1, 1.0)])]
+    assert fold(e).units == 1
+    assert fold(e, StatePolicy(non_merchandise=frozenset())).units == 41
+
+
+# -- invariants ----------------------------------------------------------------------------------
+
+products = st.sampled_from(["p1", "p2", "p3", "p4", "p5"])
+tops = st.sampled_from([("A", "a1"), ("A", "a2"), ("B",), ("FUEL",), ("C", "c1", "x")])
+lines = st.builds(
+    lambda p, c, q, cents: Line(p, c, q, (abs(cents) if q > 0 else -abs(cents) if q < 0 else cents) / 100),
+    products, tops, st.integers(-3, 6), st.integers(-5000, 20000),
+)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Purchase]:
+    """Purchases of one customer with distinct ids: baskets, returns, and service uses."""
+    n = draw(st.integers(1, 25))
+    out = []
+    for i in range(n):
+        when = T0 + timedelta(days=draw(st.integers(0, 60)), minutes=draw(st.integers(0, 1440)))
+        if draw(st.integers(0, 9)) == 0:
+            out.append(Purchase(event_id=f"s{i}", customer_id="c1", event_time=when, affiliate="B02",
+                                amount=draw(st.integers(-3000, 9000)) / 100))
+        else:
+            out.append(Purchase(event_id=f"e{i}", customer_id="c1", event_time=when, lpay=draw(st.booleans()),
+                                lines=tuple(draw(st.lists(lines, min_size=1, max_size=6)))))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_any_order_gives_the_same_state(events: list[Purchase], rnd: random.Random) -> None:
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    assert fold(events) == fold(shuffled)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_applying_again_changes_nothing(events: list[Purchase], rnd: random.Random) -> None:
+    once = fold(events)
+    replayed = events + rnd.sample(events, k=len(events))  # every event a second time, in another order
+    assert fold(replayed) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories())
+def test_state_matches_a_recount_of_its_events(events: list[Purchase]) -> None:
+    s = fold(events)
+    bought = [e for e in events if not e.is_return]
+    days = sorted({e.event_time.date().toordinal() for e in bought})
+    assert s.spend == sum(round(ln[3] * 100) for e in events for ln in e.lines) + sum(
+        round(e.amount * 100) for e in events if not e.lines)
+    assert s.baskets == len(bought) and list(s.days) == days
+    gaps = [b - a for a, b in itertools.pairwise(days)]
+    assert s.gap_mean == (pytest.approx(statistics.mean(gaps)) if gaps else None)
+    assert s.gap_var == (pytest.approx(statistics.variance(gaps)) if len(gaps) >= 2 else None)
+    if bought:
+        assert s.first_ts == min(int(e.event_time.timestamp()) for e in bought)
+        assert s.last_ts == max(int(e.event_time.timestamp()) for e in bought)
+    for top, stats in s.categories.items():
+        cat_days = sorted({e.event_time.date().toordinal() for e in events
+                           if any(ln[1][0] == top and not (ln[2] < 0 or ln[3] < 0) for ln in e.lines)
+                           or (not e.lines and top == f"service:{e.affiliate}" and e.amount >= 0)})
+        assert list(stats.days) == cat_days
+        cat_gaps = [b - a for a, b in itertools.pairwise(cat_days)]
+        assert stats.gap_var == (pytest.approx(statistics.variance(cat_gaps)) if len(cat_gaps) >= 2 else None)
