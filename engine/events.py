@@ -128,16 +128,16 @@ def line_key(product_id: str, quantity: int, amount_cents: int) -> int:
     return hash((crc32(product_id.encode()), quantity, amount_cents))
 
 
-def content_key(purchase: Purchase, lines_sum: int | None = None) -> int:
+def content_key(purchase: Purchase, lines_sum: int | None = None, ts: int | None = None) -> int:
     """Digest of everything but the id; lines are summed as a multiset, so their order does not matter.
 
-    `lines_sum` is the sum of `line_key` over the lines when the caller has it already.
+    `lines_sum` (the sum of `line_key` over the lines) and `ts` (epoch seconds) when the caller has them.
+    The customer is left out: digests are kept, and compared, within one customer's state.
     """
     if lines_sum is None:
         lines_sum = sum(line_key(pid, qty, round(amount * 100)) for pid, _, qty, amount in purchase.lines)
     head = (
-        crc32(purchase.customer_id.encode()),
-        int(purchase.event_time.timestamp() * 1_000_000),
+        int(purchase.event_time.timestamp()) if ts is None else ts,
         crc32((purchase.store_id or "").encode()),
         crc32((purchase.affiliate or "").encode()),
         purchase.channel == "online",

@@ -10,7 +10,7 @@ from enum import Enum
 
 from engine.errors import ConflictingDuplicate, FutureDated
 from engine.events import Purchase
-from engine.state import CustomerState, Novelty, StatePolicy, apply
+from engine.state import CustomerState, StatePolicy, apply
 
 
 class Outcome(Enum):
@@ -39,14 +39,11 @@ def process(
             f"future-dated: event {purchase.event_id} at {when.isoformat()} is more than "
             f"{tolerance.days} days past the clock ({now.isoformat()})"
         )
-    if state is not None:
-        novelty = state.novelty(purchase)
-        if novelty is Novelty.DUPLICATE:
-            return state, Outcome.DUPLICATE
-        if novelty is Novelty.CONFLICT:
-            raise ConflictingDuplicate(
-                f"conflicting duplicate: event {purchase.event_id} of customer {purchase.customer_id} "
-                "was already applied with other content"
-            )
-    state = apply(state, purchase, policy)
+    applied_before = state.events if state is not None else 0
+    try:
+        state = apply(state, purchase, policy)
+    except ConflictingDuplicate as exc:
+        raise ConflictingDuplicate(f"conflicting duplicate: {exc}") from None
+    if state.events == applied_before:  # apply left it as it was: an identical replay
+        return state, Outcome.DUPLICATE
     return state, Outcome.LATE if now is not None and when < now else Outcome.APPLIED

@@ -20,7 +20,7 @@ from enum import Enum
 from zlib import crc32
 
 from engine.errors import ConflictingDuplicate
-from engine.events import SERVICE_CATEGORY_PREFIX, Purchase, cents, content_key, is_return_line
+from engine.events import SERVICE_CATEGORY_PREFIX, Purchase, cents, content_key
 
 DEFAULT_NON_MERCHANDISE = frozenset({"FUEL", "MISCELLANEOUS"})
 
@@ -283,67 +283,70 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
             f"event {purchase.event_id} of customer {purchase.customer_id} was already applied with other content"
         )
 
-    # One pass over the lines: net spend per top category, units, product counts (+1 a bought line,
-    # -1 a returned line) and the lines' part of the content digest. Returns are rare: the tops
-    # that a basket with returns really bought are worked out in a second pass, only then.
-    spend_by_top: dict[str, int] = {}
+    when = purchase.event_time
+    day = when.date().toordinal()
+    ts = int(when.timestamp())
+    categories = state.categories
+    # One pass over the lines: spend and (for bought lines) basket and day per top category, units,
+    # product counts (+1 a bought line, -1 a returned line) and the lines' part of the content digest.
     total = 0
-    returned_lines = 0
     lines_sum = 0
+    any_bought = False
     lines = purchase.lines
     if lines:
         non_merch = policy.non_merchandise
         products = state.products
         units = 0
+        counted: set[str] = set()  # top categories whose basket and day this purchase has counted
         for pid, category, quantity, amount in lines:
             c = round(amount * 100)
             total += c
             lines_sum += hash((crc32(pid.encode()), quantity, c))  # = events.line_key, inlined: hot loop
             top = category[0]
-            spend_by_top[top] = spend_by_top.get(top, 0) + c
+            stats = categories.get(top)
+            if stats is None:
+                stats = categories[sys.intern(top)] = CategoryStats()
+            stats.spend += c
             if top not in non_merch:
                 units += quantity
             if quantity < 0 or amount < 0:
-                returned_lines += 1
                 products[pid] = products.get(pid, 0) - 1
-            else:
-                products[pid] = products.get(pid, 0) + 1
+                continue
+            products[pid] = products.get(pid, 0) + 1
+            if top not in counted:
+                counted.add(top)
+                stats.baskets += 1
+                days = stats.days  # _add_day inlined for the in-order cases
+                if not days or day > days[-1]:
+                    if days:
+                        stats.gap_sq += (day - days[-1]) ** 2
+                    days.append(day)
+                elif day != days[-1]:
+                    stats.gap_sq += _insert_day(days, day) or 0
         state.units += units
-        any_bought = returned_lines < len(lines)
-        if returned_lines == 0:
-            bought_tops = spend_by_top.keys()
-        else:
-            bought_tops = {line[1][0] for line in lines if not is_return_line(line)}
+        any_bought = bool(counted)
     else:
         total = cents(purchase.amount or 0.0)
         any_bought = total >= 0
         top = SERVICE_CATEGORY_PREFIX + (purchase.affiliate or "unknown")
-        spend_by_top[top] = total
-        bought_tops = spend_by_top.keys() if any_bought else ()
+        stats = categories.get(top)
+        if stats is None:
+            stats = categories[sys.intern(top)] = CategoryStats()
+        stats.spend += total
+        if any_bought:
+            stats.baskets += 1
+            stats.gap_sq += _add_day(stats.days, day)
 
     ids.insert(i, key)
-    state.event_digests.insert(i, content_key(purchase, lines_sum))
-
-    day = purchase.event_time.date().toordinal()
+    state.event_digests.insert(i, content_key(purchase, lines_sum, ts))
+    state.spend += total
+    if purchase.lpay:
+        state.lpay_spend += total
     if any_bought:
-        ts = int(purchase.event_time.timestamp())
         state.baskets += 1
         if state.first_ts is None or ts < state.first_ts:
             state.first_ts = ts
         if state.last_ts is None or ts > state.last_ts:
             state.last_ts = ts
         state.gap_sq += _add_day(state.days, day)
-
-    state.spend += total
-    if purchase.lpay:
-        state.lpay_spend += total
-    categories = state.categories
-    for top, spend in spend_by_top.items():
-        stats = categories.get(top)
-        if stats is None:
-            stats = categories[sys.intern(top)] = CategoryStats()
-        stats.spend += spend
-        if top in bought_tops:
-            stats.baskets += 1
-            stats.gap_sq += _add_day(stats.days, day)
     return state
