@@ -23,3 +23,7 @@ class FutureDated(DecodeError):
 
 class ConfigError(NudgeError):
     """A setting or option is invalid."""
+
+
+class OutOfRange(DecodeError):
+    """A value the state cannot hold, e.g. a purchase date outside 1970..2149."""

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import ConflictingDuplicate
+from engine.errors import ConflictingDuplicate, OutOfRange
 from engine.events import Line, Purchase
-from engine.state import CustomerState, Novelty, StatePolicy, apply
+from engine.state import EPOCH, CustomerState, Novelty, StatePolicy, apply
 
 T0 = datetime(2021, 3, 1, 9, 30, tzinfo=UTC)
 
@@ -80,7 +80,7 @@ def test_service_use_without_lines_counts_by_affiliate() -> None:
 def test_duplicate_is_a_no_op_and_conflict_raises_without_change() -> None:
     first = basket("r1", 0, [Line("milk", ("DAIRY",), 1, 1.5)])
     s = apply(None, first)
-    before = repr(s), s.spend, list(s.event_ids)
+    before = repr(s), s.spend, list(s.event_words)
     again = basket("r1", 0, [Line("milk", ("DAIRY",), 1, 1.5)])
     assert s.novelty(again) is Novelty.DUPLICATE
     assert apply(s, again) == apply(None, first)
@@ -88,7 +88,16 @@ def test_duplicate_is_a_no_op_and_conflict_raises_without_change() -> None:
     assert s.novelty(other) is Novelty.CONFLICT
     with pytest.raises(ConflictingDuplicate, match="r1"):
         apply(s, other)
-    assert (repr(s), s.spend, list(s.event_ids)) == before
+    assert (repr(s), s.spend, list(s.event_words)) == before
+
+
+def test_dates_the_state_cannot_hold_are_refused_untouched() -> None:
+    s = apply(None, basket("r1", 0, [Line("milk", ("DAIRY",), 1, 1.5)]))
+    old = Purchase(event_id="r0", customer_id="c1", event_time=datetime(1969, 12, 31, tzinfo=UTC),
+                   lines=(Line("milk", ("DAIRY",), 1, 1.5),))
+    with pytest.raises(OutOfRange, match="r0"):
+        apply(s, old)
+    assert s.events == 1 and s.spend == 150
 
 
 def test_line_order_is_not_content() -> None:
@@ -150,7 +159,7 @@ def test_applying_again_changes_nothing(events: list[Purchase], rnd: random.Rand
 def test_state_matches_a_recount_of_its_events(events: list[Purchase]) -> None:
     s = fold(events)
     bought = [e for e in events if not e.is_return]
-    days = sorted({e.event_time.date().toordinal() for e in bought})
+    days = sorted({e.event_time.date().toordinal() - EPOCH for e in bought})
     assert s.spend == sum(round(ln[3] * 100) for e in events for ln in e.lines) + sum(
         round(e.amount * 100) for e in events if not e.lines)
     assert s.baskets == len(bought) and list(s.days) == days
@@ -161,7 +170,7 @@ def test_state_matches_a_recount_of_its_events(events: list[Purchase]) -> None:
         assert s.first_ts == min(int(e.event_time.timestamp()) for e in bought)
         assert s.last_ts == max(int(e.event_time.timestamp()) for e in bought)
     for top, stats in s.categories.items():
-        cat_days = sorted({e.event_time.date().toordinal() for e in events
+        cat_days = sorted({e.event_time.date().toordinal() - EPOCH for e in events
                            if any(ln[1][0] == top and not (ln[2] < 0 or ln[3] < 0) for ln in e.lines)
                            or (not e.lines and top == f"service:{e.affiliate}" and e.amount >= 0)})
         assert list(stats.days) == cat_days
