@@ -207,3 +207,7 @@ def customer(customer_id: str) -> None:
                       "-" if c.gap_mean is None else f"{c.gap_mean:.1f}",
                       "-" if c.gap_var is None else f"{c.gap_var:.1f}")
     console.print(table)
+
+
+if __name__ == "__main__":
+    app()

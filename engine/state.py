@@ -179,6 +179,16 @@ class CustomerState:
         return len(self.days)
 
     @property
+    def first_day(self) -> date | None:
+        """The first purchase day (local date)."""
+        return _date(self.days[0]) if self.days else None
+
+    @property
+    def last_day(self) -> date | None:
+        """The latest purchase day (local date)."""
+        return _date(self.days[-1]) if self.days else None
+
+    @property
     def first_purchase(self) -> datetime | None:
         """Time of the first purchase (UTC)."""
         return None if self.first_ts is None else datetime.fromtimestamp(self.first_ts, UTC)
