@@ -1,0 +1,27 @@
+"""The one small protocol every model shares, so the registry and the refit job treat them alike.
+
+Like a scikit-learn estimator: parameters in `__init__` (no work there), learning in `fit`,
+learned attributes end in `_`, and `metrics_` holds what the fit measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+from engine.models.data import TrainingData
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A model nudge can fit, version and serve."""
+
+    name: ClassVar[str]
+    metrics_: dict[str, float]
+
+    def fit(self, data: TrainingData) -> Self:
+        """Learn from the states and lines in `data`; return self."""
+        ...
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, for the registry."""
+        ...
