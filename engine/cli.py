@@ -209,5 +209,178 @@ def customer(customer_id: str) -> None:
     console.print(table)
 
 
+# --- models: registry, refit, evaluate ----------------------------------------------------------------------
+# Added by the models issue (issue 4 §7, §8); the commands above are unchanged.
+
+from datetime import UTC, datetime  # noqa: E402  (kept with the commands that need them)
+
+from engine.models.registry import Registry, Version  # noqa: E402
+
+models_app = typer.Typer(help="Fitted model versions: list, activate, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Root of the model registry.")]
+DEFAULT_MODELS_DIR = Path("models")
+KEY_METRICS_SHOWN = 3
+
+
+def _registry(models_dir: Path) -> Registry:
+    return Registry(models_dir)
+
+
+def _utc_date(text: str, option: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(NudgeError(f"{option} {text!r}: expected a date like 2017-10-01 or 2017-10-01T00:00:00+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _version_row(v: Version) -> list[str]:
+    metrics = ", ".join(f"{k}={val:.4g}" if val is not None else f"{k}=n/a"
+                        for k, val in list(v.metrics.items())[:KEY_METRICS_SHOWN])
+    return [v.name, v.version, "*" if v.active else "", v.created.strftime("%Y-%m-%d %H:%M:%S"),
+            v.watermark.isoformat() if v.watermark else "-", metrics]
+
+
+def _version_dict(v: Version) -> dict:
+    return {"name": v.name, "version": v.version, "active": v.active, "created": v.created.isoformat(),
+            "watermark": v.watermark.isoformat() if v.watermark else None, "data_hash": v.data_hash,
+            "metrics": v.metrics, "params": v.params, "fit_seconds": v.fit_seconds}
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    models_dir: ModelsDir = DEFAULT_MODELS_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per version, a line each.")] = False,
+) -> None:
+    """Versions of each model: which serves, when it was fitted, on data up to when, key metrics."""
+    registry = _registry(models_dir)
+    names = [name] if name else registry.names()
+    if name and name not in registry.names():
+        _fail(NudgeError(f"no model {name!r} in {models_dir} (models: {', '.join(registry.names()) or 'none'})"))
+    versions = [v for n in names for v in registry.list(n)]
+    if as_json:
+        for v in versions:
+            typer.echo(json.dumps(_version_dict(v)))
+        return
+    table = Table(title=f"models in {models_dir}")
+    for col in ("name", "version", "active", "created (UTC)", "watermark", "key metrics"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        table.add_row(*_version_row(v))
+    console.print(table)
+    if not versions:
+        console.print(f"no model versions in {models_dir}: run [bold]nudge refit[/bold]")
+
+
+@models_app.command("activate")
+def models_activate(name: str, version: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR) -> None:
+    """Make VERSION the one that serves NAME."""
+    try:
+        v = _registry(models_dir).activate(name, version)
+    except NudgeError as exc:
+        _fail(exc)
+    console.print(f"{v.name}: {v.version} is active")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR) -> None:
+    """Serve the version of NAME that was active before the current one."""
+    try:
+        v = _registry(models_dir).rollback(name)
+    except NudgeError as exc:
+        _fail(exc)
+    console.print(f"{v.name}: rolled back to {v.version}")
+
+
+@models_app.command("history")
+def models_history(name: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR,
+                   limit: Annotated[int, typer.Option(help="The last this many events.")] = 20) -> None:
+    """Publishes, rejections, failures, activations and rollbacks of NAME, with the reasons."""
+    table = Table(title=f"{name} history in {models_dir}")
+    for col in ("time", "event", "version", "reason / detail"):
+        table.add_column(col, overflow="fold")
+    for h in _registry(models_dir).history(name)[-limit:]:
+        detail = h.get("reason") or h.get("replaced") or h.get("removed") or ""
+        table.add_row(h["time"][:19], h["event"], h.get("version") or "", str(detail))
+    console.print(table)
+
+
+@app.command()
+def refit(
+    until: Annotated[str | None, typer.Option(help="Fit on events before this date (UTC); default: all.")] = None,
+    models_dir: ModelsDir = DEFAULT_MODELS_DIR,
+    source: Annotated[SourceKind, typer.Option("--source", "-s", help="cj, lpoint or jsonl.")] = SourceKind.cj,
+    path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Fit every model on the source and publish each through the registry; failures keep the old version."""
+    from engine.models.refit import refit_all
+
+    cutoff = _utc_date(until, "--until") if until else None
+    try:
+        src = open_source(source, path, Settings(), None)
+        with err.status("refit: collecting training data and fitting models", spinner="dots"):
+            report = refit_all(src, _registry(models_dir), until=cutoff)
+    except NudgeError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        table = Table(title=f"refit into {models_dir} ({report.customers:,} customers, {report.lines:,} lines, "
+                            f"collected in {report.collect_seconds:.1f} s)")
+        for col in ("model", "outcome", "version", "serving", "fit s", "reason"):
+            table.add_column(col, overflow="fold")
+        for o in report.outcomes:
+            table.add_row(o.name, o.status, o.version or "-", o.serving or "-",
+                          f"{o.fit_seconds:.2f}" if o.fit_seconds is not None else "-", o.reason or "")
+        for module, reason in report.problems.items():
+            table.add_row(module, "not loaded", "-", "-", "-", reason)
+        console.print(table)
+        console.print(f"total {report.total_seconds:.1f} s")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    split: Annotated[str, typer.Option(help="Fit before this date (UTC), test on and after it.")] = "2017-10-01",
+    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as one JSON object.")] = False,
+) -> None:
+    """Every model module's figures on the Complete Journey temporal split, each next to its baselines."""
+    from engine.models.data import collect
+    from engine.models.refit import evaluate_all, group_baselines
+    from engine.sources.completejourney import CompleteJourneySource
+
+    cutoff = _utc_date(split, "--split")
+    try:
+        with err.status(f"evaluate: collecting the split at {cutoff.date()}", spinner="dots") as status:
+            train, test_lines = collect(CompleteJourneySource(), until=cutoff)
+            report = evaluate_all(train, test_lines, split=cutoff,
+                                  on_module=lambda m: status.update(f"evaluate: {m}"))
+    except NudgeError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        table = Table(title=f"evaluation on the Complete Journey split at {cutoff.date()} "
+                            f"(fit before, test on and after)")
+        for col in ("module", "figure", "value", "baselines (same run)", "s"):
+            table.add_column(col, overflow="fold")
+        for module, figures in report.figures.items():
+            for i, (key, value, baselines) in enumerate(group_baselines(figures)):
+                shown = f"{value:,.0f}" if key.startswith("n_") else f"{value:.4f}"
+                table.add_row(module if i == 0 else "", key, shown, "  ".join(f"{b} {v:.4f}" for b, v in baselines),
+                              f"{report.seconds[module]:.1f}" if i == 0 else "")
+            table.add_section()
+        for module, reason in report.errors.items():
+            table.add_row(module, "[red]error[/red]", "", reason, "")
+        console.print(table)
+    if report.errors:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
