@@ -171,10 +171,10 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Model names that have a manifest, sorted."""
+        """Model names the registry knows (a version, or at least a recorded refit), sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file())
+        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file() or (p / HISTORY).is_file())
 
     def list(self, name: str) -> list[Version]:
         """The versions of `name` on disk, oldest first, with `active` set on the serving one."""
@@ -188,7 +188,7 @@ class Registry:
 
     def active_version(self, name: str) -> Version:
         """The meta of the version serving `name`."""
-        manifest = self._existing_manifest(name)
+        manifest = self._manifest(name) if (self.root / name / HISTORY).is_file() else self._existing_manifest(name)
         if not manifest.get("active"):
             raise NudgeError(f"model {name!r} has no active version in {self.root / name} "
                              f"(every refit so far failed or was rejected: see {HISTORY})")

@@ -1,0 +1,184 @@
+"""The refit job fits every model once per run; one failing or poor model keeps its last good version serving."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import pandas as pd
+import pytest
+
+from engine.errors import NudgeError
+from engine.models.data import TrainingData, collect
+from engine.models.refit import discover_models, evaluate_all, group_baselines, load_modules, refit_all
+from engine.models.registry import Registry
+from engine.sources.completejourney import CompleteJourneySource
+
+SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
+
+
+class ProductCounts:
+    """Line counts per product before the watermark: the popularity a recommender starts from."""
+
+    name: ClassVar[str] = "product_counts"
+
+    def __init__(self, top: int = 10) -> None:
+        self.top = top
+
+    def fit(self, data: TrainingData) -> Self:
+        """Count lines per product."""
+        self.counts_ = data.lines["product_id"].astype(str).value_counts()
+        self.metrics_ = {"share_top": float(self.counts_.iloc[: self.top].sum() / self.counts_.sum())}
+        return self
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        return {"top": self.top}
+
+
+class CategorySpend:
+    """Each customer's spend share per top category, from the engine's states."""
+
+    name: ClassVar[str] = "category_spend"
+
+    def __init__(self, min_baskets: int = 1) -> None:
+        self.min_baskets = min_baskets
+
+    def fit(self, data: TrainingData) -> Self:
+        """Share of spend per customer and category."""
+        self.shares_ = {
+            cid: {cat: c.spend / max(1e-9, sum(x.spend for x in s.categories.values()))
+                  for cat, c in s.categories.items()}
+            for cid, s in data.states.items() if s.baskets >= self.min_baskets}
+        self.metrics_ = {"n_customers": float(len(self.shares_))}
+        return self
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        return {"min_baskets": self.min_baskets}
+
+
+class Weighted:
+    """Not a model the refit can build alone: it needs its weights."""
+
+    name: ClassVar[str] = "weighted"
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self.weights = weights
+
+    def fit(self, data: TrainingData) -> Self:
+        """Nothing to learn."""
+        return self
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        return {"weights": self.weights}
+
+
+@pytest.fixture(scope="module")
+def split(cj_tables: dict, cj_households: set[int]) -> tuple[TrainingData, pd.DataFrame]:
+    """A dozen real households on the evaluation split."""
+    return collect(CompleteJourneySource(households=cj_households, tables=cj_tables), until=SPLIT)
+
+
+def test_refit_publishes_every_model_with_its_fit_time(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    registry = Registry(tmp_path)
+    report = refit_all(train, registry, models=[ProductCounts, CategorySpend])
+    assert report.ok and report.customers == len(train.states) == 12 and report.lines == len(train.lines)
+    assert [(o.name, o.status, o.version, o.serving) for o in report.outcomes] == [
+        ("product_counts", "published", "v0001", "v0001"), ("category_spend", "published", "v0001", "v0001")]
+    assert all(o.fit_seconds is not None and 0 <= o.fit_seconds < report.total_seconds for o in report.outcomes)
+    assert registry.active("category_spend").metrics_ == {"n_customers": 12.0}
+    assert registry.active_version("product_counts").fit_seconds == pytest.approx(report.outcomes[0].fit_seconds)
+
+
+def test_refit_on_corrupted_lines_keeps_the_last_good_version(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    registry = Registry(tmp_path)
+    assert refit_all(train, registry, models=[ProductCounts, CategorySpend]).ok
+    good = registry.active("product_counts").counts_
+    # The lines lost their product column (a broken export); the states are still whole.
+    corrupted = TrainingData(train.states, train.lines.drop(columns=["product_id"]), train.until, train.profiles)
+    report = refit_all(corrupted, registry, models=[ProductCounts, CategorySpend])
+    outcome = {o.name: o for o in report.outcomes}
+    assert not report.ok
+    assert outcome["product_counts"].status == "failed" and "product_id" in outcome["product_counts"].reason
+    assert outcome["product_counts"].serving == "v0001"
+    # One failure does not stop the others.
+    assert outcome["category_spend"].status == "published" and outcome["category_spend"].version == "v0002"
+    assert registry.active("product_counts").counts_.equals(good)
+    failed = [h for h in registry.history("product_counts") if h["event"] == "failed"]
+    assert len(failed) == 1 and "KeyError" in failed[0]["reason"] and failed[0]["active"] == "v0001"
+    assert failed[0]["watermark"] == SPLIT.isoformat()
+
+
+def test_refit_below_the_guard_keeps_the_last_good_version(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    registry = Registry(tmp_path)
+    refit_all(train, registry, models=[ProductCounts])
+    floor = registry.active_version("product_counts").metrics["share_top"] + 0.01
+    report = refit_all(train, registry, models=[ProductCounts], guards={"product_counts": {"share_top": floor}})
+    (outcome,) = report.outcomes
+    assert outcome.status == "rejected" and outcome.serving == "v0001" and outcome.version is None
+    assert outcome.reason.startswith("share_top=") and f"< {floor}" in outcome.reason
+    assert [v.version for v in registry.list("product_counts")] == ["v0001"]
+    assert registry.history("product_counts")[-1]["event"] == "rejected"
+
+
+def test_first_refit_that_fails_leaves_no_active_version_and_says_so(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    registry = Registry(tmp_path)
+    empty = TrainingData(train.states, train.lines.iloc[0:0][["customer_id"]], train.until)
+    report = refit_all(empty, registry, models=[ProductCounts])
+    assert report.outcomes[0].status == "failed" and report.outcomes[0].serving is None
+    with pytest.raises(NudgeError, match=r"no active version .*every refit so far failed or was rejected"):
+        registry.active("product_counts")
+    assert registry.names() == ["product_counts"] and registry.list("product_counts") == []
+
+
+def test_discovery_finds_buildable_model_classes_and_skips_missing_modules(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    factories, problems = discover_models([sys.modules[__name__], "no_such_model_module"])
+    assert sorted(f.name for f in factories) == ["category_spend", "product_counts"]  # not Weighted: needs args
+    assert problems == {}
+    package = tmp_path / "pkg_models_under_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text("raise RuntimeError('half-written module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found, problems = load_modules(["pkg_models_under_test.broken", "pkg_models_under_test.absent"])
+    assert found == [] and problems == {
+        "pkg_models_under_test.broken": "RuntimeError: half-written module"}
+
+
+def test_evaluate_all_collects_each_modules_figures_and_failures(tmp_path: Path, split: tuple,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    train, test_lines = split
+    package = tmp_path / "pkg_eval_under_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "seen.py").write_text(
+        "def evaluate(train, test_lines):\n"
+        "    seen = set(train.lines['product_id'].astype(str))\n"
+        "    after = test_lines['product_id'].astype(str)\n"
+        "    return {'share_seen': after.isin(seen).mean(), 'share_seen_none': 0.0, 'n_lines': len(after)}\n")
+    (package / "failing.py").write_text("def evaluate(train, test_lines):\n    return {'x': 1 / 0}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = evaluate_all(train, test_lines, modules=["pkg_eval_under_test.seen", "pkg_eval_under_test.failing"])
+    figures = report.figures["seen"]
+    assert figures["n_lines"] == len(test_lines) > 0 and 0.3 < figures["share_seen"] < 1
+    assert report.errors == {"failing": "ZeroDivisionError: division by zero"}
+    assert report.to_dict()["split"] == SPLIT.isoformat()
+
+
+def test_group_baselines_puts_each_baseline_next_to_its_figure() -> None:
+    figures = {"recall10_product": 0.52, "recall10_product_popularity": 0.25, "recall10_product_als": 0.31,
+               "recall10_product_new": 0.12, "recall10_product_new_popularity": 0.08, "mae_days": 8.0,
+               "n_households": 2305.0, "n_households_mae": 2285.0}
+    assert group_baselines(figures) == [
+        ("recall10_product", 0.52, [("popularity", 0.25), ("als", 0.31)]),
+        ("recall10_product_new", 0.12, [("popularity", 0.08)]),
+        ("mae_days", 8.0, []), ("n_households", 2305.0, []), ("n_households_mae", 2285.0, [])]
