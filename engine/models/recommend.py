@@ -1,0 +1,536 @@
+"""Recommendations: popularity, personal repeat, implicit ALS, a learned ranker over them, and explore.
+
+Every recommender is fitted on `TrainingData` and answers `recommend(customer_id, n) -> [product_id]`.
+The ranker (`RankedRecommender`) is a pointwise gradient-boosting model over candidates (the
+customer's own products, ALS's top products and the popular ones), trained on a time-shifted split
+inside the training period: features up to `until - label_days`, labels = bought in the `label_days`
+after. It is then applied to features up to `until`. Explore recommendations are the same idea
+restricted to products the customer has never bought.
+
+Returns: a product whose net line count in the customer's state is ≤ 0 (bought, then returned) is
+never recommended to that customer, and a product whose net count over everyone is ≤ 0 is never
+recommended at all. Products of `exclude_categories` (by default UNKNOWN: no catalog row to show) neither.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from engine.errors import ConfigError, NudgeError
+from engine.events import UNKNOWN_CATEGORY
+from engine.models.data import TrainingData
+
+# The BLAS under implicit must run single-threaded: threads make ALS slower here and non-deterministic.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+DAY = 86400.0
+
+
+# -- interactions --------------------------------------------------------------------------------
+
+
+@dataclass
+class Interactions:
+    """Customer × product figures from the lines before `now`: the one input every recommender reads."""
+
+    now: pd.Timestamp
+    customers: pd.Index  # customer ids (str), row order
+    products: pd.Index  # product ids (str), column order
+    category: np.ndarray  # top category code per product
+    categories: pd.Index  # top category names
+    pairs: pd.DataFrame  # one row a (customer, product) with net > 0: c, p, net, decayed, days, first, last
+    counts: sp.csr_matrix  # net line counts (> 0 only)
+    popularity: np.ndarray  # net lines per product (all customers)
+    recent: np.ndarray  # bought lines per product in the last `recent_days`
+    buyers: np.ndarray  # customers per product
+    customer_lines: np.ndarray  # net lines per customer
+    customer_recency: np.ndarray  # days from the customer's last purchase to `now`
+    category_share: sp.csr_matrix  # customer × category share of the customer's lines
+
+
+def interactions(lines: pd.DataFrame, now: datetime | pd.Timestamp, half_life_days: float = 90.0,
+                 recent_days: int = 28) -> Interactions:
+    """Aggregate `lines` before `now` per customer and product (returned lines count −1)."""
+    now = pd.Timestamp(now)
+    lines = lines[lines["event_time"] < now]
+    if lines.empty:
+        raise NudgeError(f"recommend: no purchase lines before {now.isoformat()} to fit on")
+    cust_codes, customers = pd.factorize(lines["customer_id"].astype(str), sort=True)
+    prod_codes, products = pd.factorize(lines["product_id"].astype(str), sort=True)
+    returned = ((lines["quantity"] < 0) | (lines["amount"] < 0)).to_numpy()
+    sign = np.where(returned, -1.0, 1.0)
+    age = ((now - lines["event_time"]).dt.total_seconds() / DAY).to_numpy()
+    day = np.floor(-age).astype(np.int64)  # day number relative to `now` (negative)
+    bought = ~returned
+    frame = pd.DataFrame({
+        "c": cust_codes, "p": prod_codes, "net": sign,
+        "decayed": np.where(bought, 0.5 ** (age / half_life_days), 0.0),
+        "decayed_fast": np.where(bought, 0.5 ** (age / 21.0), 0.0),
+        "day": np.where(bought, day, np.iinfo(np.int64).min),
+    })
+    grouped = frame.groupby(["c", "p"], sort=True)
+    pairs = grouped.agg(net=("net", "sum"), decayed=("decayed", "sum"), decayed_fast=("decayed_fast", "sum"),
+                        last=("day", "max")).reset_index()
+    days = frame[bought].drop_duplicates(["c", "p", "day"]).groupby(["c", "p"], sort=True)["day"]
+    span = days.agg(["min", "count"]).rename(columns={"min": "first", "count": "days"}).reset_index()
+    pairs = pairs.merge(span, on=["c", "p"], how="left")
+    pairs = pairs[pairs["net"] > 0].reset_index(drop=True)
+    shape = (len(customers), len(products))
+    counts = sp.csr_matrix((pairs["net"].to_numpy(np.float32), (pairs["c"], pairs["p"])), shape=shape)
+
+    cat_codes, categories = pd.factorize(lines["category"].astype(str), sort=True)
+    category = np.zeros(len(products), dtype=np.int64)
+    category[prod_codes] = cat_codes
+    popularity = np.bincount(prod_codes, weights=sign, minlength=len(products))
+    recent_mask = bought & (age < recent_days)
+    recent = np.bincount(prod_codes[recent_mask], minlength=len(products)).astype(float)
+    buyers = np.bincount(pairs["p"], minlength=len(products)).astype(float)
+    customer_lines = np.bincount(pairs["c"], weights=pairs["net"], minlength=len(customers))
+    last_day = np.full(len(customers), np.iinfo(np.int64).min)
+    np.maximum.at(last_day, cust_codes[bought], day[bought])
+    per_cat = sp.csr_matrix((pairs["net"].to_numpy(float), (pairs["c"], category[pairs["p"]])),
+                            shape=(len(customers), len(categories)))
+    share = sp.diags(1.0 / np.maximum(customer_lines, 1.0)) @ per_cat
+    return Interactions(now, customers, products, category, categories, pairs, counts, popularity, recent,
+                        buyers, customer_lines, -last_day.astype(float), share.tocsr())
+
+
+def _banned(data: TrainingData, inter: Interactions, exclude_categories: tuple[str, ...]) -> set[str]:
+    """Products never to recommend: net ≤ 0 over everyone (states when present), or an excluded category."""
+    banned = set(inter.products[inter.popularity <= 0])
+    if data.states:
+        totals: dict[str, int] = {}
+        for state in data.states.values():
+            for pid, count in state.products.items():
+                totals[pid] = totals.get(pid, 0) + count
+        banned |= {pid for pid, total in totals.items() if total <= 0}
+    excluded = [i for i, name in enumerate(inter.categories) if name in exclude_categories]
+    banned |= set(inter.products[np.isin(inter.category, excluded)])
+    return banned
+
+
+# -- the shared serving part ---------------------------------------------------------------------
+
+
+class _TopN:
+    """Serving shared by every recommender: stored rankings, exclusions, popular fill-in."""
+
+    name: ClassVar[str]
+    ranked_: dict[str, list[str]]
+    popular_: list[str]
+    banned_: set[str]
+    returned_: dict[str, set[str]]  # customer -> products bought and returned (net ≤ 0 in the state)
+    metrics_: dict[str, float]
+
+    def _serving(self, data: TrainingData, inter: Interactions, exclude_categories: tuple[str, ...]) -> None:
+        self.banned_ = _banned(data, inter, exclude_categories)
+        order = np.argsort(-inter.popularity, kind="stable")
+        self.popular_ = [p for p in inter.products[order[:500]] if p not in self.banned_]
+        self.returned_ = {}
+        for cid, state in data.states.items():
+            gone = {pid for pid, count in state.products.items() if count <= 0}
+            if gone:
+                self.returned_[cid] = gone
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ranked_"):
+            raise NudgeError(f"{self.name}: recommend() called before fit()")
+
+    def recommend(self, customer_id: str, n: int = 10) -> list[str]:
+        """The top `n` products for `customer_id` (popular products for a customer never seen)."""
+        self._check_fitted()
+        if n < 1:
+            raise ConfigError(f"{self.name}: n must be at least 1, got {n}")
+        returned = self.returned_.get(customer_id, set())
+        out: list[str] = []
+        seen: set[str] = set()
+        for source in (self.ranked_.get(customer_id, ()), self.popular_):
+            for pid in source:
+                if pid in seen or pid in returned or pid in self.banned_:
+                    continue
+                seen.add(pid)
+                out.append(pid)
+                if len(out) == n:
+                    return out
+        return out
+
+    def recommend_batch(self, customer_ids: list[str], n: int = 10) -> dict[str, list[str]]:
+        """`recommend` for many customers."""
+        return {cid: self.recommend(cid, n) for cid in customer_ids}
+
+
+def _rankings(customers: pd.Index, products: pd.Index, rows: np.ndarray, cols: np.ndarray,
+              scores: np.ndarray, depth: int) -> dict[str, list[str]]:
+    """Per customer, products by descending score (ties by product id order), cut at `depth`."""
+    order = np.lexsort((cols, -scores, rows))
+    rows, cols = rows[order], cols[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.array([], dtype=int)
+    ends = np.r_[starts[1:], len(rows)]
+    names = products.to_numpy()
+    return {customers[rows[s]]: names[cols[s:min(e, s + depth)]].tolist() for s, e in zip(starts, ends, strict=True)}
+
+
+# -- baselines -----------------------------------------------------------------------------------
+
+
+class PopularityRecommender(_TopN):
+    """Products ranked by line count before the watermark, the same list for everyone."""
+
+    name: ClassVar[str] = "popularity"
+
+    def __init__(self, exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
+        self.exclude_categories = exclude_categories
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        return {"exclude_categories": list(self.exclude_categories)}
+
+    def fit(self, data: TrainingData) -> Self:
+        """Count lines per product."""
+        inter = interactions(data.lines, _watermark(data))
+        self._serving(data, inter, self.exclude_categories)
+        self.ranked_ = {}
+        self.metrics_ = {"products": float(len(inter.products))}
+        return self
+
+
+class RepeatRecommender(_TopN):
+    """The customer's own products by line count, or by recency-decayed count; popular ones fill in."""
+
+    name: ClassVar[str] = "repeat"
+
+    def __init__(self, half_life_days: float | None = 90.0,
+                 exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
+        self.half_life_days = half_life_days
+        self.exclude_categories = exclude_categories
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        return {"half_life_days": self.half_life_days, "exclude_categories": list(self.exclude_categories)}
+
+    def fit(self, data: TrainingData) -> Self:
+        """Rank each customer's products; a None half-life ranks by plain count."""
+        inter = interactions(data.lines, _watermark(data), self.half_life_days or 90.0)
+        self._serving(data, inter, self.exclude_categories)
+        pairs = inter.pairs
+        score = pairs["net" if self.half_life_days is None else "decayed"].to_numpy(float)
+        self.ranked_ = _rankings(inter.customers, inter.products, pairs["c"].to_numpy(), pairs["p"].to_numpy(),
+                                 score, depth=100)
+        self.metrics_ = {"customers": float(len(self.ranked_))}
+        return self
+
+
+class ALSRecommender(_TopN):
+    """`implicit` ALS on customer × product (or × top category) with log1p(count) confidence."""
+
+    name: ClassVar[str] = "als"
+
+    def __init__(self, level: str = "product", factors: int = 64, regularization: float = 0.05,
+                 alpha: float = 1.0, iterations: int = 15, random_state: int = 0,
+                 exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
+        self.level = level
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.random_state = random_state
+        self.exclude_categories = exclude_categories
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        return {"level": self.level, "factors": self.factors, "regularization": self.regularization,
+                "alpha": self.alpha, "iterations": self.iterations, "random_state": self.random_state,
+                "exclude_categories": list(self.exclude_categories)}
+
+    def fit(self, data: TrainingData) -> Self:
+        """Fit ALS and store each customer's top items (products, or categories for level='category')."""
+        if self.level not in ("product", "category"):
+            raise ConfigError(f"als: level must be 'product' or 'category', got {self.level!r}")
+        inter = interactions(data.lines, _watermark(data))
+        self._serving(data, inter, self.exclude_categories)
+        if self.level == "category":
+            matrix = _category_counts(inter)
+            items = inter.categories
+            self.popular_ = list(items[np.argsort(-np.asarray(matrix.sum(axis=0)).ravel(), kind="stable")])
+            self.banned_ = set()
+        else:
+            matrix, items = inter.counts, inter.products
+        self.model_ = fit_als(matrix, self.factors, self.regularization, self.alpha, self.iterations,
+                              self.random_state)
+        self.customers_, self.items_ = inter.customers, items
+        depth = min(100, len(items))
+        ids, scores = _als_top(self.model_, matrix, depth)
+        rows = np.repeat(np.arange(len(inter.customers)), depth)
+        self.ranked_ = _rankings(inter.customers, items, rows, ids.ravel(), scores.ravel(), depth)
+        self.metrics_ = {"customers": float(len(inter.customers)), "items": float(len(items))}
+        return self
+
+
+def _category_counts(inter: Interactions) -> sp.csr_matrix:
+    pairs = inter.pairs
+    return sp.csr_matrix((pairs["net"].to_numpy(np.float32), (pairs["c"], inter.category[pairs["p"]])),
+                         shape=(len(inter.customers), len(inter.categories)))
+
+
+def fit_als(counts: sp.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int,
+            random_state: int) -> Any:
+    """Seeded single-threaded `implicit` ALS on log1p(count) confidence."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    weighted = counts.astype(np.float32, copy=True).tocsr()
+    weighted.data = np.log1p(weighted.data)
+    with threadpool_limits(1):
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                        iterations=iterations, random_state=random_state, num_threads=1)
+        model.fit(weighted, show_progress=False)
+    return model
+
+
+def _als_top(model: Any, counts: sp.csr_matrix, depth: int, unseen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Top `depth` items for every customer row (optionally only items the customer has not bought)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        ids, scores = model.recommend(np.arange(counts.shape[0]), counts, N=depth, filter_already_liked_items=unseen)
+    return ids, scores
+
+
+# -- the learned ranker --------------------------------------------------------------------------
+
+FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "due", "product_gap", "als",
+            "als_rank", "popularity", "recent", "buyers", "repeat_rate", "category_share", "customer_lines",
+            "customer_recency", "own")
+# Products never bought by the customer have no own history: those columns are left out of explore.
+EXPLORE_FEATURES = tuple(f for f in FEATURES if f not in ("decayed", "decayed_fast", "net", "days", "since_last",
+                                                          "own_gap", "due", "own"))
+
+
+def candidates(inter: Interactions, als: Any, own: int, from_als: int, popular: int,
+               unseen: bool = False) -> pd.DataFrame:
+    """(c, p) candidates: top own products by decayed count, ALS's top, and the most popular products."""
+    parts = []
+    if not unseen:
+        mine = inter.pairs.sort_values(["c", "decayed"], ascending=[True, False], kind="stable")
+        parts.append(mine.groupby("c", sort=False).head(own)[["c", "p"]])
+    ids, _ = _als_top(als, inter.counts, from_als, unseen=unseen)
+    n_cust = len(inter.customers)
+    parts.append(pd.DataFrame({"c": np.repeat(np.arange(n_cust), from_als), "p": ids.ravel()}))
+    top = np.argsort(-inter.popularity, kind="stable")[:popular + (own if unseen else 0)]
+    parts.append(pd.DataFrame({"c": np.repeat(np.arange(n_cust), len(top)), "p": np.tile(top, n_cust)}))
+    frame = pd.concat(parts, ignore_index=True).drop_duplicates(["c", "p"])
+    frame = frame[frame["p"] >= 0]
+    if unseen:
+        bought = frame.merge(inter.pairs[["c", "p"]], on=["c", "p"], how="left", indicator=True)["_merge"]
+        frame = frame[(bought == "left_only").to_numpy()]
+    return frame.reset_index(drop=True)
+
+
+def features(inter: Interactions, als: Any, cands: pd.DataFrame) -> pd.DataFrame:
+    """The ranker's features for each candidate (c, p)."""
+    frame = cands.merge(inter.pairs, on=["c", "p"], how="left")
+    c, p = frame["c"].to_numpy(), frame["p"].to_numpy()
+    frame["own"] = frame["net"].notna().astype(float)
+    frame["since_last"] = -frame["last"]
+    frame["own_gap"] = (frame["last"] - frame["first"]) / (frame["days"] - 1).where(frame["days"] > 1)
+    pairs = inter.pairs
+    multi = pairs[pairs["days"] > 1]
+    gap = ((multi["last"] - multi["first"]) / (multi["days"] - 1)).groupby(multi["p"]).median()
+    product_gap = np.full(len(inter.products), np.nan)
+    product_gap[gap.index.to_numpy()] = gap.to_numpy()
+    frame["product_gap"] = product_gap[p]
+    frame["due"] = frame["since_last"] / frame["own_gap"].fillna(frame["product_gap"])
+    user, item = np.asarray(als.user_factors), np.asarray(als.item_factors)
+    frame["als"] = np.einsum("ij,ij->i", user[c], item[p])
+    frame["als_rank"] = frame.groupby("c")["als"].rank(ascending=False, method="first")
+    frame["popularity"] = np.log1p(np.maximum(inter.popularity[p], 0))
+    frame["recent"] = np.log1p(inter.recent[p])
+    frame["buyers"] = np.log1p(inter.buyers[p])
+    repeaters = np.bincount(pairs["p"][pairs["days"] > 1], minlength=len(inter.products))
+    frame["repeat_rate"] = repeaters[p] / np.maximum(inter.buyers[p], 1)
+    frame["category_share"] = np.asarray(inter.category_share[c, inter.category[p]]).ravel()
+    frame["customer_lines"] = np.log1p(inter.customer_lines[c])
+    frame["customer_recency"] = inter.customer_recency[c]
+    for name in ("decayed", "decayed_fast", "net", "days"):
+        frame[name] = frame[name].fillna(0.0)
+    return frame
+
+
+class RankedRecommender(_TopN):
+    """A gradient-boosting ranker over own, ALS and popular candidates, trained on a time-shifted split.
+
+    `explore(customer_id, n)` ranks only products the customer never bought, with a second ranker.
+    """
+
+    name: ClassVar[str] = "recommend"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 1.0, iterations: int = 15,
+                 half_life_days: float = 90.0, label_days: int = 92, own_candidates: int = 60,
+                 als_candidates: int = 30, popular_candidates: int = 20, max_iter: int = 200,
+                 learning_rate: float = 0.05, random_state: int = 0,
+                 exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.half_life_days = half_life_days
+        self.label_days = label_days
+        self.own_candidates = own_candidates
+        self.als_candidates = als_candidates
+        self.popular_candidates = popular_candidates
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.exclude_categories = exclude_categories
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        params = {k: getattr(self, k) for k in ("factors", "regularization", "alpha", "iterations",
+                                                  "half_life_days", "label_days", "own_candidates",
+                                                  "als_candidates", "popular_candidates", "max_iter",
+                                                  "learning_rate", "random_state")}
+        params["exclude_categories"] = list(self.exclude_categories)
+        return params
+
+    def _frame(self, lines: pd.DataFrame, now: pd.Timestamp, unseen: bool) -> tuple[Interactions, pd.DataFrame]:
+        inter = interactions(lines, now, self.half_life_days)
+        als = fit_als(inter.counts, self.factors, self.regularization, self.alpha, self.iterations,
+                      self.random_state)
+        cands = candidates(inter, als, self.own_candidates, self.als_candidates, self.popular_candidates, unseen)
+        return inter, features(inter, als, cands)
+
+    def _learn(self, lines: pd.DataFrame, now: pd.Timestamp) -> tuple[Any, Any]:
+        """Fit the repeat and explore rankers on features before `now - label_days`, labels after."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from threadpoolctl import threadpool_limits
+
+        cut = now - pd.Timedelta(days=self.label_days)
+        later = lines[(lines["event_time"] >= cut) & (lines["event_time"] < now)
+                      & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
+        bought = set(zip(later["customer_id"].astype(str), later["product_id"].astype(str), strict=True))
+        active = set(later["customer_id"].astype(str))
+        models = []
+        for unseen in (False, True):
+            inter, frame = self._frame(lines, cut, unseen)
+            customer = inter.customers.to_numpy()[frame["c"].to_numpy()]
+            keep = np.isin(customer, list(active))
+            frame, customer = frame[keep], customer[keep]
+            product = inter.products.to_numpy()[frame["p"].to_numpy()]
+            label = np.fromiter(((a, b) in bought for a, b in zip(customer, product, strict=True)), bool, len(frame))
+            if label.sum() == 0 or label.all():
+                raise NudgeError(f"recommend: no positive and negative labels between {cut.date()} and {now.date()}"
+                                 " to train the ranker; fit on a longer period or lower label_days")
+            with threadpool_limits(1):
+                model = HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
+                                                       early_stopping=False, random_state=self.random_state)
+                model.fit(frame[list(EXPLORE_FEATURES if unseen else FEATURES)].to_numpy(float), label)
+            models.append(model)
+            self.metrics_[f"{'explore' if unseen else 'ranker'}_train_rows"] = float(len(frame))
+            self.metrics_[f"{'explore' if unseen else 'ranker'}_train_positive_rate"] = float(label.mean())
+        return models[0], models[1]
+
+    def fit(self, data: TrainingData) -> Self:
+        """Train the rankers on the time-shifted split, then rank candidates at the watermark."""
+        from threadpoolctl import threadpool_limits
+
+        now = pd.Timestamp(_watermark(data))
+        self.metrics_ = {}
+        self.ranker_, self.explorer_ = self._learn(data.lines, now)
+        inter = interactions(data.lines, now, self.half_life_days)
+        self._serving(data, inter, self.exclude_categories)
+        rankings = []
+        for model, unseen in ((self.ranker_, False), (self.explorer_, True)):
+            _, frame = self._frame(data.lines, now, unseen)
+            with threadpool_limits(1):
+                columns = list(EXPLORE_FEATURES if unseen else FEATURES)
+                score = model.predict_proba(frame[columns].to_numpy(float))[:, 1]
+            rankings.append(_rankings(inter.customers, inter.products, frame["c"].to_numpy(), frame["p"].to_numpy(),
+                                      score, depth=50))
+        self.ranked_, self.explore_ = rankings
+        self.metrics_["customers"] = float(len(self.ranked_))
+        return self
+
+    def explore(self, customer_id: str, n: int = 10) -> list[str]:
+        """The top `n` products `customer_id` has never bought."""
+        self._check_fitted()
+        stored = self.ranked_
+        try:
+            self.ranked_ = self.explore_
+            return self.recommend(customer_id, n)
+        finally:
+            self.ranked_ = stored
+
+
+def _watermark(data: TrainingData) -> datetime:
+    """The time features are computed at: the training watermark, or just after the last line."""
+    if data.until is not None:
+        return data.until
+    if data.lines.empty:
+        raise NudgeError("recommend: the training data holds no purchase lines")
+    return data.lines["event_time"].max().to_pydatetime() + timedelta(seconds=1)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def recall_at_10(ranked: dict[str, list[str]], truth: dict[str, set[str]],
+                 before: dict[str, set[str]] | None = None) -> tuple[float, int]:
+    """Mean |top-10 ∩ truth| / min(10, |truth|); with `before`, products bought before are dropped from both."""
+    scores = []
+    for cid, bought in truth.items():
+        top = ranked[cid]
+        if before is not None:
+            old = before.get(cid, set())
+            bought = bought - old
+            top = [p for p in top if p not in old]
+            if not bought:
+                continue
+        scores.append(len(set(top[:10]) & bought) / min(10, len(bought)))
+    return (float(np.mean(scores)) if scores else float("nan")), len(scores)
+
+
+def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
+    """recall@10 (product, new-to-customer, category) of the ranker and explore, with baselines from this run."""
+    bought_after = test_lines[(test_lines["quantity"] >= 0) & (test_lines["amount"] >= 0)]
+    known = {cid for cid, s in train.states.items() if s.baskets > 0} if train.states else \
+        set(train.lines["customer_id"].astype(str))
+    bought_after = bought_after[bought_after["customer_id"].astype(str).isin(known)]
+    customers = bought_after["customer_id"].astype(str)
+    truth = {c: set(g) for c, g in bought_after["product_id"].astype(str).groupby(customers)}
+    before_lines = train.lines[train.lines["customer_id"].astype(str).isin(truth)]
+    before = {c: set(g) for c, g in before_lines["product_id"].astype(str).groupby(
+        before_lines["customer_id"].astype(str))}
+    ids = sorted(truth)
+    deep = 60  # new-to-customer lists drop what was bought before, so ask for more than 10
+
+    def lists(model: _TopN, n: int = 10) -> dict[str, list[str]]:
+        return model.recommend_batch(ids, n)
+
+    out: dict[str, float] = {}
+    popularity = PopularityRecommender().fit(train)
+    als = ALSRecommender().fit(train)
+    ranked = RankedRecommender().fit(train)
+    out["recall10_product"], out["n_customers_product"] = recall_at_10(lists(ranked), truth)
+    out["recall10_product_popularity"], _ = recall_at_10(lists(popularity), truth)
+    out["recall10_product_als"], _ = recall_at_10(lists(als), truth)
+    out["recall10_product_repeat"], _ = recall_at_10(lists(RepeatRecommender(half_life_days=None).fit(train)), truth)
+    out["recall10_product_repeat_decay90"], _ = recall_at_10(lists(RepeatRecommender(90.0).fit(train)), truth)
+    explore = {cid: ranked.explore(cid, deep) for cid in ids}
+    out["recall10_new"], out["n_customers_new"] = recall_at_10(explore, truth, before)
+    out["recall10_new_popularity"], _ = recall_at_10(lists(popularity, deep), truth, before)
+    out["recall10_new_als"], _ = recall_at_10(lists(als, deep), truth, before)
+
+    cat_after = bought_after.assign(customer_id=customers, category=bought_after["category"].astype(str))
+    cat_truth = {c: set(g) for c, g in cat_after["category"].groupby(cat_after["customer_id"])}
+    als_cat = ALSRecommender(level="category").fit(train)
+    out["recall10_category"], out["n_customers_category"] = recall_at_10(lists(als_cat), cat_truth)
+    out["recall10_category_popularity"], _ = recall_at_10(
+        {cid: als_cat.popular_[:10] for cid in ids}, cat_truth)
+    return out
