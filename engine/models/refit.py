@@ -15,7 +15,7 @@ import importlib
 import importlib.util
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from time import perf_counter
 from types import ModuleType
@@ -140,22 +140,26 @@ def discover_models(modules: Iterable[str | ModuleType] | None = None) -> tuple[
 def refit_all(source: Source | TrainingData, registry: Registry, until: datetime | None = None,
               models: Sequence[ModelFactory] | None = None,
               guards: Mapping[str, Guard] | None = None) -> RefitReport:
-    """Collect training data once, fit and publish every model; a failure is recorded, never fatal."""
+    """Collect training data once, fit and publish every model; a failure is recorded, never fatal.
+
+    Without `until` the watermark is midnight UTC after the last event, so models that count days from
+    the watermark (recency, next-purchase dates) have one.
+    """
     started = perf_counter()
     problems: dict[str, str] = {}
     if models is None:
         models, problems = discover_models()
-    if isinstance(source, TrainingData):
-        data = source
-    else:
-        data, _ = collect(source, until)
+    data = source if isinstance(source, TrainingData) else collect(source, until)[0]
+    if data.until is None:
+        data = replace(data, until=end_of_data(data))
     collect_seconds = perf_counter() - started
+    data_hash = _data_hash(data)
     report = RefitReport(until=data.until, customers=len(data.states), lines=_length(data.lines),
                          collect_seconds=collect_seconds, problems=problems)
     log.info("refit_started", models=len(models), customers=report.customers, lines=report.lines,
              collect_seconds=round(collect_seconds, 3))
     for factory in models:
-        outcome = refit_one(factory, data, registry, guards)
+        outcome = refit_one(factory, data, registry, guards, data_hash=data_hash)
         report.outcomes.append(outcome)
         log.info("refit_model", model=outcome.name, status=outcome.status, version=outcome.version,
                  serving=outcome.serving, fit_seconds=outcome.fit_seconds, reason=outcome.reason)
@@ -164,10 +168,10 @@ def refit_all(source: Source | TrainingData, registry: Registry, until: datetime
 
 
 def refit_one(factory: ModelFactory, data: TrainingData, registry: Registry,
-              guards: Mapping[str, Guard] | None = None) -> ModelOutcome:
+              guards: Mapping[str, Guard] | None = None, data_hash: str | None = None) -> ModelOutcome:
     """Build, fit and publish one model; any exception becomes a recorded 'failed' outcome."""
     name = _factory_name(factory)
-    fit_seconds: float | None = None
+    began = perf_counter()
     try:
         model = factory()
         name = getattr(model, "name", name)
@@ -175,14 +179,14 @@ def refit_one(factory: ModelFactory, data: TrainingData, registry: Registry,
         # Single-threaded BLAS: fits are deterministic, and the refit shares the machine with serving.
         with threadpool_limits(1):
             fitted = model.fit(data)
-        fit_seconds = perf_counter() - began
         model = fitted if fitted is not None else model
     except Exception as exc:
-        return _failed(registry, name, exc, data, fit_seconds)
+        return _failed(registry, name, exc, data, perf_counter() - began)
+    fit_seconds = perf_counter() - began
     guard = (guards or {}).get(name, getattr(model, "guard", None))
     began = perf_counter()
     try:
-        version = registry.publish(model, data, guard=guard, fit_seconds=fit_seconds)
+        version = registry.publish(model, data, guard=guard, fit_seconds=fit_seconds, data_hash=data_hash)
     except Exception as exc:
         return _failed(registry, name, exc, data, fit_seconds)
     publish_seconds = perf_counter() - began
@@ -241,6 +245,23 @@ def group_baselines(figures: Mapping[str, float]) -> list[tuple[str, float, list
         baselines = [(k[len(key) + 1:], figures[k]) for k in keys if parent.get(k) == key]
         rows.append((key, figures[key], baselines))
     return rows
+
+
+def end_of_data(data: TrainingData) -> datetime | None:
+    """The watermark of data collected without one: midnight UTC after the last line's day."""
+    lines = data.lines
+    if not isinstance(lines, pd.DataFrame) or "event_time" not in lines.columns or lines.empty:
+        return None
+    last = pd.Timestamp(lines["event_time"].max())
+    return (last.tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
+
+
+def _data_hash(data: TrainingData) -> str | None:
+    # Corrupted lines may not hash; each model's publish then fails and records why.
+    try:
+        return data.data_hash
+    except Exception:
+        return None
 
 
 def _is_model_class(obj: type, module: ModuleType) -> bool:

@@ -3,7 +3,7 @@
 Layout, per model name::
 
     <root>/<name>/manifest.json      {"active": "v0003", "previous": ["v0001", "v0002"], "next": 4, ...}
-    <root>/<name>/v0003/artifact.pkl the fitted model object (pickle)
+    <root>/<name>/v0003/artifact.pkl the fitted model object (written by cloudpickle, read by pickle)
     <root>/<name>/v0003/meta.json    params, training watermark, data hash, metrics, creation time, fit seconds
     <root>/<name>/history.jsonl      one line per publish, rejection, failure, activation, rollback, prune
 
@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pandas as pd
 import structlog
 
@@ -90,11 +91,12 @@ class Registry:
 
     # -- writing ---------------------------------------------------------------------------------------
     def publish(self, model: Model, data: TrainingData, guard: Guard | None = None,
-                fit_seconds: float | None = None) -> Version:
+                fit_seconds: float | None = None, data_hash: str | None = None) -> Version:
         """Store a fitted model as the next version and make it active, unless `guard` refuses its metrics.
 
         A refused model is not stored: the returned Version has `rejected` set, the active version is
-        unchanged, and the history records the reason with the metrics.
+        unchanged, and the history records the reason with the metrics. `data_hash` saves recomputing
+        `data.data_hash` when several models are published from the same data.
         """
         name = _checked_name(getattr(model, "name", None), model)
         if not isinstance(model, Model):
@@ -103,7 +105,7 @@ class Registry:
         metrics = _clean_metrics(model.metrics_)
         params = _jsonable(model.get_params())
         watermark = _watermark(data)
-        data_hash = data.data_hash
+        data_hash = data_hash or data.data_hash
         reason = _guard_reason(guard, metrics) if guard is not None else None
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,8 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(prefix=f".{version.version}-", dir=folder))
         try:
             with (tmp / ARTIFACT).open("wb") as fh:
-                pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                # cloudpickle: fitted third-party objects keep lambdas (lifetimes' fitters do); plain pickle loads it.
+                cloudpickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
                 fh.flush()
                 os.fsync(fh.fileno())
             meta = {"name": version.name, "version": version.version, "created": version.created.isoformat(),

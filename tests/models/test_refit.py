@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -182,3 +183,13 @@ def test_group_baselines_puts_each_baseline_next_to_its_figure() -> None:
         ("recall10_product", 0.52, [("popularity", 0.25), ("als", 0.31)]),
         ("recall10_product_new", 0.12, [("popularity", 0.08)]),
         ("mae_days", 8.0, []), ("n_households", 2305.0, []), ("n_households_mae", 2285.0, [])]
+
+
+def test_refit_without_a_watermark_uses_midnight_after_the_last_event(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    registry = Registry(tmp_path)
+    report = refit_all(replace(train, until=None), registry, models=[CategorySpend])
+    last = train.lines["event_time"].max()
+    watermark = registry.active_version("category_spend").watermark
+    assert report.until == watermark and watermark > last and watermark - last <= timedelta(days=1)
+    assert (watermark.hour, watermark.minute, watermark.utcoffset()) == (0, 0, timedelta(0))

@@ -1,0 +1,103 @@
+"""Refit benchmark: every model that exists, fitted on the whole Complete Journey year: a benchmark, not a test.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/refit.py [--models-dir DIR] [--until 2017-10-01]
+
+Runs the same `refit_all` the scheduler and `nudge refit` run: collect the training data once (the engine's
+own states, through `apply`), then fit, time and publish each model through a registry (a temporary one
+unless `--models-dir` is given). The target is the whole job, collection included, under 60 s on 2 cores.
+
+Progress goes to stderr; stdout holds the table and, as its last line, one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+
+from rich.console import Console
+from rich.table import Table
+
+from engine import logs
+from engine.models.data import collect
+from engine.models.refit import discover_models, refit_all
+from engine.models.registry import Registry
+from engine.sources.completejourney import CompleteJourneySource
+
+TARGET_TOTAL_SECONDS = 60.0
+
+
+def main() -> int:
+    """Run the refit once and print per-model times, a verdict, and a JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, help="Registry root to publish into (default: a temp dir).")
+    parser.add_argument("--until", help="Fit on events before this UTC date (default: the whole year).")
+    args = parser.parse_args()
+    logs.configure("WARNING")
+    until = datetime.fromisoformat(args.until).replace(tzinfo=UTC) if args.until else None
+    err = Console(stderr=True)
+    out = Console(width=120)
+
+    factories, problems = discover_models()
+    err.print(f"models: {', '.join(getattr(f, 'name', repr(f)) for f in factories) or 'none'}")
+    with tempfile.TemporaryDirectory(prefix="nudge-refit-") as tmp:
+        root = args.models_dir or Path(tmp)
+        began = perf_counter()
+        err.print("collecting the training data ...")
+        data, _ = collect(CompleteJourneySource(), until)
+        collect_seconds = perf_counter() - began
+        err.print(f"collected {len(data.states):,} customers, {len(data.lines):,} lines in {collect_seconds:.1f} s")
+        report = refit_all(data, Registry(root), models=factories)
+        total = perf_counter() - began
+        sizes = {o.name: _artifact_bytes(root, o.name, o.version) for o in report.outcomes}
+
+    table = Table(title=f"refit of {len(report.outcomes)} model(s) on {len(data.states):,} customers, "
+                        f"{len(data.lines):,} lines" + (f" before {until.date()}" if until else " (full year)"))
+    for col in ("model", "outcome", "fit s", "publish s", "artifact MB", "reason"):
+        table.add_column(col, justify="right" if col.endswith(("s", "MB")) else "left", overflow="fold")
+    table.add_row("(collect training data)", "", f"{collect_seconds:.2f}", "", "", "")
+    for o in report.outcomes:
+        table.add_row(o.name, o.status, _fmt(o.fit_seconds), _fmt(o.publish_seconds),
+                      f"{sizes[o.name] / 1e6:.1f}" if sizes[o.name] else "-", o.reason or "")
+    for module, reason in problems.items():
+        table.add_row(module, "not loaded", "-", "-", "-", reason)
+    verdict = "PASS" if total < TARGET_TOTAL_SECONDS and report.ok else "FAIL"
+    table.add_row("total (collect + fits + publishes)", verdict, f"{total:.2f}", "", "",
+                  f"target < {TARGET_TOTAL_SECONDS:.0f} s, every model published")
+    out.print(table)
+    figures = {
+        "customers": len(data.states), "lines": len(data.lines), "until": until.isoformat() if until else None,
+        "collect_seconds": round(collect_seconds, 3),
+        "models": {o.name: {"status": o.status, "fit_seconds": _round(o.fit_seconds),
+                            "publish_seconds": _round(o.publish_seconds), "artifact_bytes": sizes[o.name],
+                            "reason": o.reason} for o in report.outcomes},
+        "problems": problems, "total_seconds": round(total, 3), "target_seconds": TARGET_TOTAL_SECONDS,
+        "pass": verdict == "PASS",
+    }
+    print(json.dumps(figures))
+    return 0 if verdict == "PASS" else 1
+
+
+def _artifact_bytes(root: Path, name: str, version: str | None) -> int | None:
+    path = root / name / version / "artifact.pkl" if version else None
+    return path.stat().st_size if path and path.is_file() else None
+
+
+def _fmt(seconds: float | None) -> str:
+    return f"{seconds:.2f}" if seconds is not None else "-"
+
+
+def _round(seconds: float | None) -> float | None:
+    return round(seconds, 3) if seconds is not None else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
