@@ -52,6 +52,10 @@ PROTOTYPES: dict[str, tuple[float, float, float, float]] = {
     "lost": (2.5, -1.5, -1.5, -1.0),
     "one-off": (1.5, -2.5, -2.5, -3.0),
 }
+# Hard rules on top of the nearest prototype: a lapsed name only for a segment silent longer than
+# average (recency z > 0), an active one only for a segment more recent than average.
+LAPSED = frozenset({"high-value lapsing", "low-value lapsing", "lost", "one-off"})
+ACTIVE = frozenset({"loyal", "top spenders"})
 _PROFILE = ("recency", "frequency", "monetary", "length")  # the features PROTOTYPES are in, in order
 GRADES = ("VIP", "Gold", "Silver", "Bronze", "At risk")
 METHODS = ("kmeans", "kmedoids")
@@ -113,6 +117,13 @@ def name_segments(profile_z: np.ndarray, taken: set[str] | None = None) -> list[
         raise NudgeError(f"segments: {len(profile_z)} segments to name but only {len(names)} names left")
     protos = np.array([PROTOTYPES[n] for n in names])
     cost = ((profile_z[:, None, :] - protos[None, :, :]) ** 2).sum(axis=2)
+    recent = profile_z[:, 0] <= 0
+    for j, name in enumerate(names):
+        # A large finite cost, not a forbidden one: when the rules cannot all hold, every segment still gets a name.
+        if name in LAPSED:
+            cost[recent, j] += 1e6
+        elif name in ACTIVE:
+            cost[~recent, j] += 1e6
     rows, cols = linear_sum_assignment(cost)
     out = [""] * len(profile_z)
     for r, c in zip(rows, cols, strict=True):
