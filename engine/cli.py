@@ -367,12 +367,15 @@ def evaluate(
     else:
         table = Table(title=f"evaluation on the Complete Journey split at {cutoff.date()} "
                             f"(fit before, test on and after)")
-        for col in ("module", "figure", "value", "baselines (same run)", "s"):
-            table.add_column(col, overflow="fold")
+        table.add_column("module")
+        table.add_column("figure", no_wrap=True)
+        table.add_column("value", justify="right", no_wrap=True)
+        table.add_column("baselines (same run)", overflow="fold")
+        table.add_column("s", justify="right")
         for module, figures in report.figures.items():
             for i, (key, value, baselines) in enumerate(group_baselines(figures)):
-                shown = f"{value:,.0f}" if key.startswith("n_") else f"{value:.4f}"
-                table.add_row(module if i == 0 else "", key, shown, "  ".join(f"{b} {v:.4f}" for b, v in baselines),
+                shown = "  ".join(f"{b} {_figure(v)}" for b, v in baselines)
+                table.add_row(module if i == 0 else "", key, _figure(value), shown,
                               f"{report.seconds[module]:.1f}" if i == 0 else "")
             table.add_section()
         for module, reason in report.errors.items():
@@ -380,6 +383,11 @@ def evaluate(
         console.print(table)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _figure(value: float) -> str:
+    # Counts and sizes read as whole numbers; rates and errors keep four decimals.
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4f}"
 
 
 if __name__ == "__main__":

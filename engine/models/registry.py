@@ -198,7 +198,11 @@ class Registry:
 
     def active(self, name: str) -> Any:
         """The fitted model object serving `name` (loaded once per version and cached)."""
-        return self.load(name, self.active_version(name).version)
+        version = self.active_version(name).version
+        # Only the serving version stays in memory: artifacts run to tens of MB (ALS factors).
+        for key in [k for k in self._cache if k[0] == name and k[1] != version]:
+            del self._cache[key]
+        return self.load(name, version)
 
     def load(self, name: str, version: str) -> Any:
         """The fitted model object of one version."""
