@@ -399,12 +399,14 @@ class RankedRecommender(_TopN):
         params["exclude_categories"] = list(self.exclude_categories)
         return params
 
-    def _frame(self, lines: pd.DataFrame, now: pd.Timestamp, unseen: bool) -> tuple[Interactions, pd.DataFrame]:
+    def _frames(self, lines: pd.DataFrame, now: pd.Timestamp) -> tuple[Interactions, pd.DataFrame, pd.DataFrame]:
+        """Interactions at `now`, and the featured candidates of the repeat and the explore rankers."""
         inter = interactions(lines, now, self.half_life_days)
         als = fit_als(inter.counts, self.factors, self.regularization, self.alpha, self.iterations,
                       self.random_state)
-        cands = candidates(inter, als, self.own_candidates, self.als_candidates, self.popular_candidates, unseen)
-        return inter, features(inter, als, cands)
+        frames = [features(inter, als, candidates(inter, als, self.own_candidates, self.als_candidates,
+                                                  self.popular_candidates, unseen)) for unseen in (False, True)]
+        return inter, frames[0], frames[1]
 
     def _learn(self, lines: pd.DataFrame, now: pd.Timestamp) -> tuple[Any, Any]:
         """Fit the repeat and explore rankers on features before `now - label_days`, labels after."""
@@ -412,18 +414,19 @@ class RankedRecommender(_TopN):
         from threadpoolctl import threadpool_limits
 
         cut = now - pd.Timedelta(days=self.label_days)
+        inter, *frames = self._frames(lines, cut)
         later = lines[(lines["event_time"] >= cut) & (lines["event_time"] < now)
                       & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
-        bought = set(zip(later["customer_id"].astype(str), later["product_id"].astype(str), strict=True))
-        active = set(later["customer_id"].astype(str))
+        c = inter.customers.get_indexer(later["customer_id"].astype(str))
+        p = inter.products.get_indexer(later["product_id"].astype(str))
+        known = (c >= 0) & (p >= 0)
+        n_products = len(inter.products)
+        bought = np.unique(c[known].astype(np.int64) * n_products + p[known])
+        active = np.unique(c[c >= 0])  # customers seen on both sides of the cut
         models = []
-        for unseen in (False, True):
-            inter, frame = self._frame(lines, cut, unseen)
-            customer = inter.customers.to_numpy()[frame["c"].to_numpy()]
-            keep = np.isin(customer, list(active))
-            frame, customer = frame[keep], customer[keep]
-            product = inter.products.to_numpy()[frame["p"].to_numpy()]
-            label = np.fromiter(((a, b) in bought for a, b in zip(customer, product, strict=True)), bool, len(frame))
+        for unseen, frame in zip((False, True), frames, strict=True):
+            frame = frame[np.isin(frame["c"].to_numpy(), active)]
+            label = np.isin(frame["c"].to_numpy().astype(np.int64) * n_products + frame["p"].to_numpy(), bought)
             if label.sum() == 0 or label.all():
                 raise NudgeError(f"recommend: no positive and negative labels between {cut.date()} and {now.date()}"
                                  " to train the ranker; fit on a longer period or lower label_days")
@@ -432,8 +435,9 @@ class RankedRecommender(_TopN):
                                                        early_stopping=False, random_state=self.random_state)
                 model.fit(frame[list(EXPLORE_FEATURES if unseen else FEATURES)].to_numpy(float), label)
             models.append(model)
-            self.metrics_[f"{'explore' if unseen else 'ranker'}_train_rows"] = float(len(frame))
-            self.metrics_[f"{'explore' if unseen else 'ranker'}_train_positive_rate"] = float(label.mean())
+            kind = "explore" if unseen else "ranker"
+            self.metrics_[f"{kind}_train_rows"] = float(len(frame))
+            self.metrics_[f"{kind}_train_positive_rate"] = float(label.mean())
         return models[0], models[1]
 
     def fit(self, data: TrainingData) -> Self:
@@ -443,11 +447,10 @@ class RankedRecommender(_TopN):
         now = pd.Timestamp(_watermark(data))
         self.metrics_ = {}
         self.ranker_, self.explorer_ = self._learn(data.lines, now)
-        inter = interactions(data.lines, now, self.half_life_days)
+        inter, *frames = self._frames(data.lines, now)
         self._serving(data, inter, self.exclude_categories)
         rankings = []
-        for model, unseen in ((self.ranker_, False), (self.explorer_, True)):
-            _, frame = self._frame(data.lines, now, unseen)
+        for model, unseen, frame in zip((self.ranker_, self.explorer_), (False, True), frames, strict=True):
             with threadpool_limits(1):
                 columns = list(EXPLORE_FEATURES if unseen else FEATURES)
                 score = model.predict_proba(frame[columns].to_numpy(float))[:, 1]
