@@ -314,6 +314,7 @@ def refit(
     models_dir: ModelsDir = DEFAULT_MODELS_DIR,
     source: Annotated[SourceKind, typer.Option("--source", "-s", help="cj, lpoint or jsonl.")] = SourceKind.cj,
     path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
+    workers: Annotated[int, typer.Option(help="Models fitted at once, each in its own process.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Fit every model on the source and publish each through the registry; failures keep the old version."""
@@ -323,7 +324,7 @@ def refit(
     try:
         src = open_source(source, path, Settings(), None)
         with err.status("refit: collecting training data and fitting models", spinner="dots"):
-            report = refit_all(src, _registry(models_dir), until=cutoff)
+            report = refit_all(src, _registry(models_dir), until=cutoff, workers=workers)
     except NudgeError as exc:
         _fail(exc)
     if as_json:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
+import multiprocessing
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from time import perf_counter
@@ -139,11 +142,12 @@ def discover_models(modules: Iterable[str | ModuleType] | None = None) -> tuple[
 
 def refit_all(source: Source | TrainingData, registry: Registry, until: datetime | None = None,
               models: Sequence[ModelFactory] | None = None,
-              guards: Mapping[str, Guard] | None = None) -> RefitReport:
+              guards: Mapping[str, Guard] | None = None, workers: int = 1) -> RefitReport:
     """Collect training data once, fit and publish every model; a failure is recorded, never fatal.
 
     Without `until` the watermark is midnight UTC after the last event, so models that count days from
-    the watermark (recency, next-purchase dates) have one.
+    the watermark (recency, next-purchase dates) have one. With `workers` > 1 models are fitted in that
+    many forked processes (each single-threaded, so results do not change); outcomes keep the models' order.
     """
     started = perf_counter()
     problems: dict[str, str] = {}
@@ -158,8 +162,11 @@ def refit_all(source: Source | TrainingData, registry: Registry, until: datetime
                          collect_seconds=collect_seconds, problems=problems)
     log.info("refit_started", models=len(models), customers=report.customers, lines=report.lines,
              collect_seconds=round(collect_seconds, 3))
-    for factory in models:
-        outcome = refit_one(factory, data, registry, guards, data_hash=data_hash)
+    if workers > 1 and len(models) > 1:
+        outcomes = _refit_forked(models, data, registry, guards, data_hash, workers)
+    else:
+        outcomes = (refit_one(factory, data, registry, guards, data_hash=data_hash) for factory in models)
+    for outcome in outcomes:
         report.outcomes.append(outcome)
         log.info("refit_model", model=outcome.name, status=outcome.status, version=outcome.version,
                  serving=outcome.serving, fit_seconds=outcome.fit_seconds, reason=outcome.reason)
@@ -245,6 +252,46 @@ def group_baselines(figures: Mapping[str, float]) -> list[tuple[str, float, list
         baselines = [(k[len(key) + 1:], figures[k]) for k in keys if parent.get(k) == key]
         rows.append((key, figures[key], baselines))
     return rows
+
+
+# What forked refit workers read: set just before the pool forks, so children inherit the training data
+# (copy-on-write) instead of receiving it pickled.
+_FORKED: tuple[TrainingData, Sequence[ModelFactory], Registry, Mapping[str, Guard] | None, str | None] | None = None
+
+
+def _refit_forked(models: Sequence[ModelFactory], data: TrainingData, registry: Registry,
+                  guards: Mapping[str, Guard] | None, data_hash: str | None, workers: int) -> list[ModelOutcome]:
+    global _FORKED
+    _FORKED = (data, models, registry, guards, data_hash)
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, len(models)), mp_context=context) as pool:
+            # Longest fits first (by the serving version's fit time), so one long fit is not left for last.
+            order = sorted(range(len(models)), key=lambda i: -_last_fit_seconds(registry, models[i]))
+            by_index = {i: pool.submit(_refit_index, i) for i in order}
+            futures = [by_index[i] for i in range(len(models))]
+            outcomes = []
+            for factory, future in zip(models, futures, strict=True):
+                try:
+                    outcomes.append(future.result())
+                except Exception as exc:  # the worker died (e.g. out of memory): the model did not refit
+                    outcomes.append(_failed(registry, _factory_name(factory), exc, data, None))
+            return outcomes
+    finally:
+        _FORKED = None
+
+
+def _last_fit_seconds(registry: Registry, factory: ModelFactory) -> float:
+    try:
+        return registry.active_version(_factory_name(factory)).fit_seconds or math.inf
+    except Exception:  # never fitted: unknown cost, start it early
+        return math.inf
+
+
+def _refit_index(index: int) -> ModelOutcome:
+    assert _FORKED is not None, "refit worker started without its data"
+    data, models, registry, guards, data_hash = _FORKED
+    return refit_one(models[index], data, registry, guards, data_hash=data_hash)
 
 
 def end_of_data(data: TrainingData) -> datetime | None:

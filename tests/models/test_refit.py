@@ -193,3 +193,18 @@ def test_refit_without_a_watermark_uses_midnight_after_the_last_event(tmp_path: 
     watermark = registry.active_version("category_spend").watermark
     assert report.until == watermark and watermark > last and watermark - last <= timedelta(days=1)
     assert (watermark.hour, watermark.minute, watermark.utcoffset()) == (0, 0, timedelta(0))
+
+
+def test_forked_workers_give_the_same_versions_and_record_failures(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    corrupted = TrainingData(train.states, train.lines.drop(columns=["product_id"]), train.until, train.profiles)
+    sequential, forked = Registry(tmp_path / "one"), Registry(tmp_path / "two")
+    refit_all(train, sequential, models=[ProductCounts, CategorySpend])
+    report = refit_all(train, forked, models=[ProductCounts, CategorySpend], workers=2)
+    assert [(o.name, o.status, o.version) for o in report.outcomes] == [
+        ("product_counts", "published", "v0001"), ("category_spend", "published", "v0001")]
+    assert forked.active("product_counts").counts_.equals(sequential.active("product_counts").counts_)
+    assert forked.active("category_spend").shares_ == sequential.active("category_spend").shares_
+    again = refit_all(corrupted, forked, models=[ProductCounts, CategorySpend], workers=2)
+    assert [(o.status, o.serving) for o in again.outcomes] == [("failed", "v0001"), ("published", "v0002")]
+    assert forked.history("product_counts")[-1]["event"] == "failed"
