@@ -212,7 +212,8 @@ def customer(customer_id: str) -> None:
 # --- models: registry, refit, evaluate ----------------------------------------------------------------------
 # Added by the models issue (issue 4 §7, §8); the commands above are unchanged.
 
-from datetime import UTC, datetime  # noqa: E402  (kept with the commands that need them)
+import math  # noqa: E402  (kept with the commands that need them)
+from datetime import UTC, datetime  # noqa: E402
 
 from engine.models.registry import Registry, Version  # noqa: E402
 
@@ -388,6 +389,8 @@ def evaluate(
 
 def _figure(value: float) -> str:
     # Counts and sizes read as whole numbers; rates and errors keep four decimals.
+    if not math.isfinite(value):
+        return "n/a"
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4f}"
 
 

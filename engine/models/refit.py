@@ -90,7 +90,9 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready values."""
-        return {"split": self.split.isoformat() if self.split else None, "figures": self.figures,
+        # JSON has no NaN: a figure a module could not compute is null.
+        figures = {m: {k: v if math.isfinite(v) else None for k, v in f.items()} for m, f in self.figures.items()}
+        return {"split": self.split.isoformat() if self.split else None, "figures": figures,
                 "seconds": self.seconds, "errors": self.errors}
 
 

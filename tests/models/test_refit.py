@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -165,14 +166,16 @@ def test_evaluate_all_collects_each_modules_figures_and_failures(tmp_path: Path,
         "def evaluate(train, test_lines):\n"
         "    seen = set(train.lines['product_id'].astype(str))\n"
         "    after = test_lines['product_id'].astype(str)\n"
-        "    return {'share_seen': after.isin(seen).mean(), 'share_seen_none': 0.0, 'n_lines': len(after)}\n")
+        "    return {'share_seen': after.isin(seen).mean(), 'share_seen_none': 0.0, 'n_lines': len(after),\n"
+        "            'share_unknown': float('nan')}\n")
     (package / "failing.py").write_text("def evaluate(train, test_lines):\n    return {'x': 1 / 0}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     report = evaluate_all(train, test_lines, modules=["pkg_eval_under_test.seen", "pkg_eval_under_test.failing"])
     figures = report.figures["seen"]
     assert figures["n_lines"] == len(test_lines) > 0 and 0.3 < figures["share_seen"] < 1
     assert report.errors == {"failing": "ZeroDivisionError: division by zero"}
-    assert report.to_dict()["split"] == SPLIT.isoformat()
+    as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # strict JSON: NaN becomes null
+    assert as_json["split"] == SPLIT.isoformat() and as_json["figures"]["seen"]["share_unknown"] is None
 
 
 def test_group_baselines_puts_each_baseline_next_to_its_figure() -> None:
