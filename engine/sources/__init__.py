@@ -6,15 +6,13 @@ A record's position is its place in the source's replay order, so a checkpoint c
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.events import Event
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One raw record as read, before validation."""
+class Record(NamedTuple):
+    """One raw record as read, before validation (a named tuple: one is made per event)."""
 
     position: int
     raw: Any  # JSON-able; stored verbatim in a dead letter
