@@ -98,7 +98,44 @@ def _date(day: int) -> date:
     return date.fromordinal(day + EPOCH)
 
 
-class CategoryStats:
+class PurchaseDays:
+    """What sorted distinct purchase days (`self.days`) tell: count, first and last day, gap statistics."""
+
+    __slots__ = ()
+    days: array
+
+    @property
+    def purchase_days(self) -> int:
+        """Distinct purchase days: the day-level Frequency."""
+        return len(self.days)
+
+    @property
+    def first_day(self) -> date | None:
+        """The first purchase day (local date)."""
+        return _date(self.days[0]) if self.days else None
+
+    @property
+    def last_day(self) -> date | None:
+        """The latest purchase day (local date)."""
+        return _date(self.days[-1]) if self.days else None
+
+    @property
+    def length_days(self) -> int:
+        """Days from the first to the latest purchase day."""
+        return self.days[-1] - self.days[0] if self.days else 0
+
+    @property
+    def gap_mean(self) -> float | None:
+        """Mean days between consecutive purchase days."""
+        return _gap_mean(self.days)
+
+    @property
+    def gap_var(self) -> float | None:
+        """Sample variance (ddof=1) of the gaps between purchase days; None below two gaps."""
+        return _gap_var(self.days)
+
+
+class CategoryStats(PurchaseDays):
     """Spend, basket count and repurchase intervals of one customer in one top category."""
 
     __slots__ = ("baskets", "days", "spend")
@@ -107,26 +144,6 @@ class CategoryStats:
         self.spend = 0  # hundredths, net of returns
         self.baskets = 0  # purchase baskets holding the category
         self.days: array = array("H")  # distinct purchase days (since 1970-01-01), sorted
-
-    @property
-    def purchase_days(self) -> int:
-        """Distinct days the category was bought."""
-        return len(self.days)
-
-    @property
-    def last_day(self) -> date | None:
-        """The latest day the category was bought."""
-        return _date(self.days[-1]) if self.days else None
-
-    @property
-    def gap_mean(self) -> float | None:
-        """Mean days between consecutive purchase days of the category."""
-        return _gap_mean(self.days)
-
-    @property
-    def gap_var(self) -> float | None:
-        """Sample variance (ddof=1) of the gaps; None below two gaps."""
-        return _gap_var(self.days)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CategoryStats):
@@ -137,7 +154,7 @@ class CategoryStats:
         return f"CategoryStats(spend={self.spend}, baskets={self.baskets}, days={len(self.days)})"
 
 
-class CustomerState:
+class CustomerState(PurchaseDays):
     """One customer's running LRFMV state, per-category intervals, and product counts."""
 
     __slots__ = (
@@ -174,21 +191,6 @@ class CustomerState:
         return len(self.event_words)
 
     @property
-    def purchase_days(self) -> int:
-        """Distinct purchase days: the day-level Frequency."""
-        return len(self.days)
-
-    @property
-    def first_day(self) -> date | None:
-        """The first purchase day (local date)."""
-        return _date(self.days[0]) if self.days else None
-
-    @property
-    def last_day(self) -> date | None:
-        """The latest purchase day (local date)."""
-        return _date(self.days[-1]) if self.days else None
-
-    @property
     def first_purchase(self) -> datetime | None:
         """Time of the first purchase (UTC)."""
         return None if self.first_ts is None else datetime.fromtimestamp(self.first_ts, UTC)
@@ -212,21 +214,6 @@ class CustomerState:
     def volume(self) -> float | None:
         """Mean item units per purchase day."""
         return self.units / len(self.days) if self.days else None
-
-    @property
-    def length_days(self) -> int:
-        """Days from the first to the latest purchase day."""
-        return self.days[-1] - self.days[0] if self.days else 0
-
-    @property
-    def gap_mean(self) -> float | None:
-        """Mean days between consecutive purchase days."""
-        return _gap_mean(self.days)
-
-    @property
-    def gap_var(self) -> float | None:
-        """Sample variance (ddof=1) of the gaps between purchase days."""
-        return _gap_var(self.days)
 
     def recency_days(self, now: datetime) -> int | None:
         """Days from the latest purchase day to `now`'s date."""
