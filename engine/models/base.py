@@ -6,6 +6,7 @@ learned attributes end in `_`, and `metrics_` holds what the fit measured.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from engine.models.data import TrainingData
@@ -25,3 +26,20 @@ class Model(Protocol):
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, for the registry."""
         ...
+
+
+class Estimator:
+    """Shared plumbing for models: `get_params` reads the constructor's parameters back, as scikit-learn does.
+
+    Subclasses keep every `__init__` parameter as an attribute of the same name (and do no work there).
+    """
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, for the registry."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: _plain(getattr(self, name)) for name in names}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and sets as lists, so parameters are JSON as written."""
+    return list(value) if isinstance(value, tuple | set | frozenset) else value

@@ -20,7 +20,7 @@ test period.
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter
 
 from engine.errors import ConfigError, NudgeError
 from engine.events import CustomerProfile
+from engine.models.base import Estimator
 from engine.models.data import TrainingData
 from engine.state import EPOCH, CustomerState
 
@@ -130,7 +131,7 @@ def expected_days(bgf: BetaGeoFitter, summary: pd.DataFrame, horizon: float) -> 
     return np.asarray(pred, dtype=float)
 
 
-class CLVModel:
+class CLVModel(Estimator):
     """BG/NBD + Gamma-Gamma on day-level summaries of the engine's states; penalizers chosen on validation."""
 
     name: ClassVar[str] = "clv"
@@ -142,11 +143,6 @@ class CLVModel:
         self.horizon_days = horizon_days
         self.months = months
         self.discount_rate = discount_rate
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, for the registry."""
-        return {"penalizers": list(self.penalizers), "validation_days": self.validation_days,
-                "horizon_days": self.horizon_days, "months": list(self.months), "discount_rate": self.discount_rate}
 
     def _check(self) -> None:
         if not self.penalizers or any(p < 0 for p in self.penalizers):

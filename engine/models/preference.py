@@ -14,12 +14,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
 from engine.errors import ConfigError, NudgeError
+from engine.models.base import Estimator
 from engine.models.data import TrainingData
 from engine.state import EPOCH, CustomerState
 
@@ -44,7 +45,7 @@ def pair_frame(states: Mapping[str, CustomerState], now: datetime) -> pd.DataFra
     return pd.DataFrame(rows, columns=["customer_id", "category", "purchase_days", "share", "due"])
 
 
-class PreferenceScore:
+class PreferenceScore(Estimator):
     """Points for frequency, spend share and due-ness, summed to a 0–5 preference per customer × category."""
 
     name: ClassVar[str] = "preference"
@@ -52,10 +53,6 @@ class PreferenceScore:
     def __init__(self, quantiles: tuple[float, float] = (1 / 3, 2 / 3), due_ratio: float = 1.5) -> None:
         self.quantiles = quantiles
         self.due_ratio = due_ratio
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, for the registry."""
-        return {"quantiles": self.quantiles, "due_ratio": self.due_ratio}
 
     def fit(self, data: TrainingData) -> Self:
         """Learn the frequency and share cut points from the pairs at the training watermark."""

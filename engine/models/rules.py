@@ -8,7 +8,7 @@ little support to trust, and the cap keeps FP-growth to seconds on a year of bas
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from engine.errors import ConfigError, NudgeError
+from engine.models.base import Estimator
 from engine.models.data import TrainingData
 
 LEVELS = {"product": "product_id", "category": "category"}
@@ -38,7 +39,7 @@ def basket_matrix(lines: pd.DataFrame, column: str, items: list[str] | None = No
     return matrix, list(items)
 
 
-class AssociationRules:
+class AssociationRules(Estimator):
     """FP-growth rules (support, confidence, lift) among the most frequent products or top categories."""
 
     name: ClassVar[str] = "rules"
@@ -51,11 +52,6 @@ class AssociationRules:
         self.min_confidence = min_confidence
         self.min_lift = min_lift
         self.max_len = max_len
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, for the registry."""
-        return {k: getattr(self, k) for k in ("level", "top_n", "min_support", "min_confidence", "min_lift",
-                                              "max_len")}
 
     def fit(self, data: TrainingData) -> Self:
         """Mine frequent itemsets and rules from the training baskets."""

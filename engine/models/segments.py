@@ -24,7 +24,7 @@ VIP (≥ 4.2), Gold (≥ 3.4), Silver (≥ 2.6) or Bronze.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
+from engine.models.base import Estimator
 from engine.models.data import TrainingData
 from engine.state import EPOCH, CustomerState
 
@@ -152,7 +153,7 @@ def grades(frame: pd.DataFrame, clv: pd.Series | None = None) -> pd.Series:
     return pd.Series(grade, index=frame.index, name="grade")
 
 
-class SegmentModel:
+class SegmentModel(Estimator):
     """LRFMV segments (k-means or k-medoids), named from centroid profiles, stable across refits; plus grades."""
 
     name: ClassVar[str] = "segments"
@@ -165,11 +166,6 @@ class SegmentModel:
         self.n_init = n_init
         self.random_state = random_state
         self.silhouette_sample = silhouette_sample
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, for the registry."""
-        return {"method": self.method, "k": self.k, "k_range": list(self.k_range), "n_init": self.n_init,
-                "random_state": self.random_state, "silhouette_sample": self.silhouette_sample}
 
     def _check(self) -> None:
         if self.method not in METHODS:
