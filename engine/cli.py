@@ -161,7 +161,7 @@ def _print_population(runtime: EmbeddedRuntime, as_json: bool) -> None:
         typer.echo(json.dumps(figures))
         return
     head = Table(title="customers", show_header=False)
-    for key in ("customers", "buyers", "baskets", "units"):
+    for key in ("customers", "buyers", "baskets", "lines", "units"):
         head.add_row(key, f"{figures[key]:,}")
     head.add_row("revenue", f"{figures['revenue']:,.2f}")
     head.add_row("as of", figures["watermark"] or "-")

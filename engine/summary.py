@@ -21,6 +21,7 @@ def population_summary(states: Mapping[str, CustomerState], now: datetime | None
         "buyers": len(buyers),
         "baskets": sum(s.baskets for s in states.values()),
         "events": sum(s.events for s in states.values()),
+        "lines": sum(sum(s.products.values()) for s in states.values()),  # bought lines net of returned ones
         "revenue": sum(s.spend for s in states.values()) / 100,
         "units": sum(s.units for s in states.values()),
         "watermark": now.isoformat() if now else None,
