@@ -111,6 +111,12 @@ def test_cli_replay_and_deadletters(messy: Path, tmp_path: Path, monkeypatch: py
     listed = runner.invoke(app, ["deadletters", "--json"])
     reasons = [json.loads(line)["reason"] for line in listed.stdout.splitlines()]
     assert len(reasons) == 7 and any("future-dated" in r for r in reasons)
+    shown = runner.invoke(app, ["customer", "c1"])
+    assert shown.exit_code == 0 and "DAIRY" in shown.stdout and "'frequency': 3" in shown.stdout
+    unknown = runner.invoke(app, ["customer", "nobody"])
+    assert unknown.exit_code == 2 and "no customer 'nobody'" in unknown.output
+    summary = runner.invoke(app, ["summary", "--json"])
+    assert json.loads(summary.stdout)["baskets"] == 4
     missing = runner.invoke(app, ["replay", "--source", "jsonl", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "nope.jsonl: no such file" in missing.output
 
