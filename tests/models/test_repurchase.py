@@ -10,7 +10,8 @@ import pytest
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.data import TrainingData, collect
-from engine.models.repurchase import NextPurchase, evaluate_level
+from engine.models.refit import discover_models
+from engine.models.repurchase import NextPurchase, NextPurchaseCategory, day_number, evaluate
 from engine.sources.completejourney import CompleteJourneySource
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
@@ -72,11 +73,77 @@ def test_bad_settings_and_unfitted_use_are_refused(subset: tuple[TrainingData, p
         NextPurchase().predict(train.states, SPLIT)
 
 
-@pytest.mark.slow
-def test_model_beats_the_mean_gap_baseline_on_the_split() -> None:
+def test_training_rows_keep_long_gaps_inside_the_censoring_window(subset: tuple[TrainingData, pd.DataFrame]) -> None:
+    train, _ = subset
+    model = NextPurchase(n_cuts=40)
+    table = model.training_rows(train)
+    until = day_number(SPLIT)
+    assert table["cut"].max() <= until - model.min_window_days
+    # A row is kept only when its next purchase is seen before the watermark and inside the horizon.
+    assert (table["window"] == np.minimum(model.horizon_days, until - table["cut"])).all()
+    assert (table["label"] < table["window"]).all() and (table["cut"] + table["label"] < until).all()
+    assert (table["label"] >= 60).any()  # long gaps are kept, not cut at a short horizon
+    assert (table["window"] == model.horizon_days).any() and table["cut"].nunique() > 20
+    assert table["cut_weekday"].nunique() == 7
+
+
+def test_snapshot_features_are_what_the_state_knew_at_the_cut(subset: tuple[TrainingData, pd.DataFrame]) -> None:
+    train, _ = subset
+    model = NextPurchase()
+    when = datetime(2017, 6, 14, tzinfo=UTC)  # a Wednesday
+    cut = day_number(when)
+    keys, stats = model.snapshot(train.states, when)
+    checked = 0
+    for cid, (_, row) in zip(keys["customer_id"][:40], stats.iloc[:40].iterrows(), strict=True):
+        days = np.asarray(train.states[cid].days)
+        days = days[days < cut]
+        gaps = pd.Series(np.diff(days), dtype=float)
+        assert row["n"] == len(days) and row["recency"] == cut - days[-1]
+        assert row["gap_mean"] == pytest.approx(gaps.mean()) and row["gap_last"] == gaps.iloc[-1]
+        if len(gaps) >= 2:
+            assert row["gap_var"] == pytest.approx(gaps.var())
+        assert row["gap_ewm"] == pytest.approx(gaps.ewm(alpha=model.ewm_alpha, adjust=False).mean().iloc[-1])
+        assert row["n28"] == (days >= cut - 28).sum()
+        assert row["share_d0"] == pytest.approx(np.mean((days + 3) % 7 == 2))  # Wednesday is weekday 2
+        checked += 1
+    assert checked == 40
+
+
+def test_category_features_count_the_customers_trips(subset: tuple[TrainingData, pd.DataFrame]) -> None:
+    train, _ = subset
+    when = datetime(2017, 6, 14, tzinfo=UTC)
+    cut = day_number(when)
+    keys, stats = NextPurchaseCategory().snapshot(train.states, when)
+    for i in range(0, len(stats), max(1, len(stats) // 30)):
+        cid, top = keys.iloc[i]
+        trips = np.asarray(train.states[cid].days)
+        bought = np.asarray(train.states[cid].categories[top].days)
+        last = bought[bought < cut][-1]
+        assert stats["trips_since"].iloc[i] == ((trips > last) & (trips < cut)).sum()
+        assert stats["share_days"].iloc[i] == pytest.approx((bought < cut).sum() / (trips < cut).sum())
+
+
+def test_both_levels_are_models_with_their_own_names() -> None:
+    factories, problems = discover_models(["repurchase"])
+    assert sorted(f.name for f in factories) == ["next_purchase", "next_purchase_category"]
+    assert not problems
+    assert NextPurchaseCategory().level == "category" and NextPurchaseCategory().get_params()["level"] == "category"
+
+
+@pytest.fixture(scope="module")
+def split_figures() -> dict[str, float]:
+    """evaluate() on the full 2017-10-01 split."""
     train, test = collect(CompleteJourneySource(), until=SPLIT)
-    figures = evaluate_level(train, test, "customer")
+    return evaluate(train, test)
+
+
+@pytest.mark.slow
+def test_model_beats_its_baselines_on_the_split(split_figures: dict[str, float]) -> None:
+    figures = split_figures
     assert figures["n_next_purchase"] == 2285
-    assert figures["next_purchase_mae"] < figures["next_purchase_mae_mean_gap"]
-    assert figures["next_purchase_mae"] < figures["next_purchase_mae_best_constant"]
-    assert 0.7 < figures["next_purchase_interval_coverage"] < 0.95
+    for level in ("next_purchase", "next_purchase_category"):
+        assert figures[f"{level}_mae"] < figures[f"{level}_mae_mean_gap"]
+        assert figures[f"{level}_mae"] < figures[f"{level}_mae_best_constant"]
+        assert figures[f"{level}_mae"] < figures[f"{level}_mae_plain_gb"]
+        assert 0.7 < figures[f"{level}_interval_coverage"] < 0.95
+    assert figures["next_purchase_mae"] < 8.38  # the weekly-cut model this one replaced
