@@ -2,10 +2,12 @@
 
 Every recommender is fitted on `TrainingData` and answers `recommend(customer_id, n) -> [product_id]`.
 The ranker (`RankedRecommender`) is a pointwise gradient-boosting model over candidates (the
-customer's own products, ALS's top products and the popular ones), trained on a time-shifted split
+customer's own products, ALS's top products, the top products of the customer's nearest neighbours — customers
+who bought alike — and the popular ones), trained on a time-shifted split
 inside the training period: features up to `until - label_days`, labels = bought in the `label_days`
 after. It is then applied to features up to `until`. Explore recommendations are the same idea
-restricted to products the customer has never bought.
+restricted to products the customer has never bought. `CategoryRecommender` ranks top categories per customer.
+The refit job fits only those two (`MODELS`); the others are the baselines `evaluate` measures them against.
 
 Returns: a product whose net line count in the customer's state is ≤ 0 (bought, then returned) is
 never recommended to that customer, and a product whose net count over everyone is ≤ 0 is never
@@ -555,6 +557,9 @@ class RankedRecommender(_TopN):
         """Train the rankers on the time-shifted split, then rank candidates at the watermark."""
         from threadpoolctl import threadpool_limits
 
+        if self.neighbours < 1 or self.knn_products < 1 or self.knn_candidates < 1:
+            raise ConfigError(f"{self.name}: neighbours, knn_products and knn_candidates must be at least 1, got "
+                              f"{self.neighbours}, {self.knn_products} and {self.knn_candidates}")
         now = pd.Timestamp(_watermark(data))
         self.metrics_ = {}
         self.ranker_, self.explorer_ = self._learn(data.lines, now)
