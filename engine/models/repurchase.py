@@ -169,8 +169,7 @@ class _History:
             f["mode_share"] = shares.max(axis=1)
             f["cut_weekday"] = np.full(len(keys), (cut + 3) % 7)
             f["last_weekday"] = (self.day[i] + 3) % 7
-        out = pd.DataFrame(f, index=pd.Index(keys, name="key"))
-        return out
+        return pd.DataFrame(f, index=pd.Index(keys, name="key"))
 
 
 def _ewm_by_position(gap: np.ndarray, pos: np.ndarray, alpha: float) -> np.ndarray:
