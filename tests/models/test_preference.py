@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -16,10 +17,9 @@ SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def subset(cj_tables: dict) -> tuple[TrainingData, pd.DataFrame]:
+def subset(cj_split: Callable) -> tuple[TrainingData, pd.DataFrame]:
     """The first 200 households by id, fitted on months 1–9."""
-    households = set(sorted(cj_tables["transactions"]["household_id"].unique())[:200])
-    return collect(CompleteJourneySource(households=households, tables=cj_tables), until=SPLIT)
+    return cj_split(200)
 
 
 def test_scores_are_whole_numbers_from_0_to_5(subset: tuple[TrainingData, pd.DataFrame]) -> None:

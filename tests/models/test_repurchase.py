@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -18,10 +19,9 @@ SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def subset(cj_tables: dict) -> tuple[TrainingData, pd.DataFrame]:
+def subset(cj_split: Callable) -> tuple[TrainingData, pd.DataFrame]:
     """The first 250 households by id, split at 2017-10-01."""
-    households = set(sorted(cj_tables["transactions"]["household_id"].unique())[:250])
-    return collect(CompleteJourneySource(households=households, tables=cj_tables), until=SPLIT)
+    return cj_split(250)
 
 
 def test_predictions_are_dates_inside_their_range(subset: tuple[TrainingData, pd.DataFrame]) -> None:

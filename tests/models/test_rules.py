@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
 from engine.errors import ConfigError, NudgeError
-from engine.models.data import TrainingData, collect
+from engine.models.data import TrainingData
 from engine.models.rules import AssociationRules, basket_matrix, evaluate_level
-from engine.sources.completejourney import CompleteJourneySource
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def subset(cj_tables: dict) -> tuple[TrainingData, pd.DataFrame]:
+def subset(cj_split: Callable) -> tuple[TrainingData, pd.DataFrame]:
     """The first 300 households by id, split at 2017-10-01."""
-    households = set(sorted(cj_tables["transactions"]["household_id"].unique())[:300])
-    return collect(CompleteJourneySource(households=households, tables=cj_tables), until=SPLIT)
+    return cj_split(300)
 
 
 def bought(lines: pd.DataFrame) -> pd.DataFrame:
