@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/refit.py
 
 clean:
 	rm -rf $(VENV) .nudge .pytest_cache
