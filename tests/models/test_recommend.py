@@ -16,10 +16,12 @@ from engine.models import recommend
 from engine.models.data import LINE_COLUMNS, TrainingData, collect
 from engine.models.recommend import (
     CategoryRecommender,
+    CoBought,
     PopularityRecommender,
     RankedRecommender,
     RepeatRecommender,
     evaluate,
+    interactions,
 )
 from engine.models.refit import models_in
 from engine.sources.completejourney import CompleteJourneySource
@@ -157,6 +159,23 @@ def test_same_seed_gives_the_same_top10(subset: TrainingData, ranked: RankedReco
     customers = sorted(subset.states)
     assert again.recommend_batch(customers) == ranked.recommend_batch(customers)
     assert [again.explore(c) for c in customers] == [ranked.explore(c) for c in customers]
+
+
+def test_cobought_scores_only_products_sharing_a_basket_with_the_customers(subset: TrainingData) -> None:
+    inter = interactions(subset.lines, SPLIT)
+    scores = CoBought.fit(inter, subset.lines, products=2000, power=0.3)
+    lines = subset.lines.assign(product_id=subset.lines["product_id"].astype(str))
+    cid = sorted(subset.states)[3]
+    mine = set(lines.loc[lines["customer_id"].astype(str) == cid, "product_id"])
+    baskets = set(lines.loc[lines["product_id"].isin(mine), "event_id"])
+    together = set(lines.loc[lines["event_id"].isin(baskets), "product_id"])
+    row = inter.customers.get_loc(cid)
+    scored = {inter.products[p] for p, s in zip(scores.columns, scores.scores[row], strict=True) if s > 0}
+    assert scored and scored <= together
+    # Every scored product the customer never bought is a candidate for explore, best first.
+    top = scores.top_unseen(inter, 5)
+    new = [inter.products[p] for p in top.loc[top["c"] == row, "p"]]
+    assert new and not set(new) & mine and set(new) <= scored
 
 
 def test_refit_fits_only_the_served_recommenders() -> None:
