@@ -36,7 +36,8 @@ class Estimator:
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, for the registry."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        params = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         return {name: _plain(getattr(self, name)) for name in names}
 
 

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from engine.errors import ConfigError, NudgeError
 from engine.events import UNKNOWN_CATEGORY
+from engine.models.base import Estimator
 from engine.models.data import TrainingData
 
 # The BLAS under implicit must run single-threaded: threads make ALS slower here and non-deterministic.
@@ -121,7 +122,7 @@ def _banned(data: TrainingData, inter: Interactions, exclude_categories: tuple[s
 # -- the shared serving part ---------------------------------------------------------------------
 
 
-class _TopN:
+class _TopN(Estimator):
     """Serving shared by every recommender: stored rankings, exclusions, popular fill-in."""
 
     name: ClassVar[str]
@@ -190,9 +191,6 @@ class PopularityRecommender(_TopN):
     def __init__(self, exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
         self.exclude_categories = exclude_categories
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        return {"exclude_categories": list(self.exclude_categories)}
 
     def fit(self, data: TrainingData) -> Self:
         """Count lines per product."""
@@ -213,9 +211,6 @@ class RepeatRecommender(_TopN):
         self.half_life_days = half_life_days
         self.exclude_categories = exclude_categories
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        return {"half_life_days": self.half_life_days, "exclude_categories": list(self.exclude_categories)}
 
     def fit(self, data: TrainingData) -> Self:
         """Rank each customer's products; a None half-life ranks by plain count."""
@@ -245,11 +240,6 @@ class ALSRecommender(_TopN):
         self.random_state = random_state
         self.exclude_categories = exclude_categories
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        return {"level": self.level, "factors": self.factors, "regularization": self.regularization,
-                "alpha": self.alpha, "iterations": self.iterations, "random_state": self.random_state,
-                "exclude_categories": list(self.exclude_categories)}
 
     def fit(self, data: TrainingData) -> Self:
         """Fit ALS and store each customer's top items (products, or categories for level='category')."""
@@ -290,10 +280,6 @@ class CategoryRecommender(_TopN):
         self.popularity_weight = popularity_weight
         self.exclude_categories = exclude_categories
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        return {"half_life_days": self.half_life_days, "popularity_weight": self.popularity_weight,
-                "exclude_categories": list(self.exclude_categories)}
 
     def fit(self, data: TrainingData) -> Self:
         """Score each customer's categories; categories popular overall fill in."""
@@ -555,16 +541,6 @@ class RankedRecommender(_TopN):
         self.random_state = random_state
         self.exclude_categories = exclude_categories
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        params = {k: getattr(self, k) for k in ("factors", "regularization", "alpha", "iterations",
-                                                  "half_life_days", "label_days", "own_candidates",
-                                                  "als_candidates", "popular_candidates", "knn_candidates",
-                                                  "knn_products", "neighbours", "max_iter",
-                                                  "learning_rate", "explore_max_iter", "explore_learning_rate",
-                                                  "cobought_candidates", "cobought_power", "random_state")}
-        params["exclude_categories"] = list(self.exclude_categories)
-        return params
 
     def _frames(self, lines: pd.DataFrame, now: pd.Timestamp) -> tuple[Interactions, pd.DataFrame, pd.DataFrame]:
         """Interactions at `now`, and the featured candidates of the repeat and the explore rankers."""

@@ -42,6 +42,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
+from engine.models.base import Estimator
 from engine.models.data import TrainingData
 from engine.state import EPOCH, CustomerState
 
@@ -198,7 +199,7 @@ def _next_day(frame: pd.DataFrame, cut: int) -> pd.Series:
     return ahead.groupby("key", sort=True)["day"].min() - cut
 
 
-class NextPurchase:
+class NextPurchase(Estimator):
     """Next purchase day per customer (level="customer") or per customer × top category (level="category")."""
 
     name: ClassVar[str] = "next_purchase"
@@ -223,13 +224,6 @@ class NextPurchase:
         self.max_rows = max_rows
         self.random_state = random_state
         self.point_scale = point_scale
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, for the registry."""
-        return {k: getattr(self, k) for k in (
-            "level", "horizon_days", "min_window_days", "cut_step_days", "n_cuts", "min_days", "quantiles",
-            "max_iter", "learning_rate", "max_leaf_nodes", "min_samples_leaf", "ewm_alpha", "max_rows", "random_state",
-            "point_scale")}
 
     # -- features --------------------------------------------------------------------------------
     def _check(self) -> None:
