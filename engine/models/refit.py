@@ -33,11 +33,7 @@ from engine.models.data import TrainingData, collect
 from engine.models.registry import Guard, Registry
 from engine.sources import Source
 
-
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # A fresh logger per use follows the latest `logs.configure`; a cached one would keep writing to the stream
-    # it first saw (in tests, a CliRunner stream that is closed once the command returns).
-    return structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 MODEL_MODULES = ("segments", "clv", "recommend", "repurchase", "rules", "preference")
 
@@ -118,7 +114,7 @@ def load_modules(modules: Iterable[str | ModuleType] | None = None) -> tuple[lis
             found.append(importlib.import_module(qualified))
         except Exception as exc:  # a broken module must not stop the other models' refit
             problems[entry] = f"{type(exc).__name__}: {exc}"
-            _log().error("model_module_import_failed", module=qualified, reason=problems[entry])
+            log.error("model_module_import_failed", module=qualified, reason=problems[entry])
     return found, problems
 
 
@@ -166,7 +162,7 @@ def refit_all(source: Source | TrainingData, registry: Registry, until: datetime
     data_hash = _data_hash(data)
     report = RefitReport(until=data.until, customers=len(data.states), lines=_length(data.lines),
                          collect_seconds=collect_seconds, problems=problems)
-    _log().info("refit_started", models=len(models), customers=report.customers, lines=report.lines,
+    log.info("refit_started", models=len(models), customers=report.customers, lines=report.lines,
              collect_seconds=round(collect_seconds, 3))
     if workers > 1 and len(models) > 1:
         outcomes = _refit_forked(models, data, registry, guards, data_hash, workers)
@@ -174,7 +170,7 @@ def refit_all(source: Source | TrainingData, registry: Registry, until: datetime
         outcomes = (refit_one(factory, data, registry, guards, data_hash=data_hash) for factory in models)
     for outcome in outcomes:
         report.outcomes.append(outcome)
-        _log().info("refit_model", model=outcome.name, status=outcome.status, version=outcome.version,
+        log.info("refit_model", model=outcome.name, status=outcome.status, version=outcome.version,
                  serving=outcome.serving, fit_seconds=outcome.fit_seconds, reason=outcome.reason)
     report.total_seconds = perf_counter() - started
     return report
@@ -232,7 +228,7 @@ def evaluate_all(train: TrainingData, test_lines: pd.DataFrame,
             report.figures[short] = {str(k): float(v) for k, v in dict(figures).items()}
         except Exception as exc:
             report.errors[short] = f"{type(exc).__name__}: {exc}"
-            _log().error("evaluate_failed", module=module.__name__, reason=report.errors[short])
+            log.error("evaluate_failed", module=module.__name__, reason=report.errors[short])
         report.seconds[short] = round(perf_counter() - began, 3)
     return report
 

@@ -39,11 +39,7 @@ from engine.errors import ConfigError, NudgeError
 from engine.models.base import Model
 from engine.models.data import TrainingData
 
-
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # A fresh logger per use follows the latest `logs.configure`; a cached one would keep writing to the stream
-    # it first saw (in tests, a CliRunner stream that is closed once the command returns).
-    return structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 ARTIFACT = "artifact.pkl"
 META = "meta.json"
@@ -122,7 +118,7 @@ class Registry:
             if reason is not None:
                 self._record(name, "rejected", version=None, reason=reason, metrics=metrics,
                              watermark=_iso(watermark), data_hash=data_hash, active=manifest.get("active"))
-                _log().warning("model_rejected", model=name, reason=reason, serving=manifest.get("active"))
+                log.warning("model_rejected", model=name, reason=reason, serving=manifest.get("active"))
                 return version
             path = self._write_version(folder, version, model)
             previous = [*manifest.get("previous", []), manifest["active"]] if manifest.get("active") else []
@@ -131,7 +127,7 @@ class Registry:
             self._record(name, "published", version=version.version, metrics=metrics,
                          watermark=_iso(watermark), data_hash=data_hash, fit_seconds=fit_seconds)
             self._prune(name)
-        _log().info("model_published", model=name, version=version.version)
+        log.info("model_published", model=name, version=version.version)
         return replace(version, path=path, active=True)
 
     def record_failure(self, name: str, reason: str, data: TrainingData | None = None) -> None:
@@ -144,7 +140,7 @@ class Registry:
                 extra["watermark"] = _iso(_watermark(data))
             self._record(name, "failed", version=None, reason=reason,
                          active=self._manifest(name).get("active"), **extra)
-        _log().warning("model_refit_failed", model=name, reason=reason)
+        log.warning("model_refit_failed", model=name, reason=reason)
 
     def activate(self, name: str, version: str) -> Version:
         """Make `version` the one that serves `name`."""
@@ -172,7 +168,7 @@ class Registry:
             target = previous.pop()
             self._write_manifest(name, {**manifest, "active": target, "previous": previous})
             self._record(name, "rollback", version=target, replaced=current)
-        _log().info("model_rolled_back", model=name, version=target, replaced=current)
+        log.info("model_rolled_back", model=name, version=target, replaced=current)
         return self._version_meta(name, target, active=True)
 
     # -- reading ---------------------------------------------------------------------------------------

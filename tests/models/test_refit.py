@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Self
 import pandas as pd
 import pytest
 
-from engine import logs
 from engine.errors import NudgeError
 from engine.models.data import TrainingData, collect
 from engine.models.refit import discover_models, evaluate_all, group_baselines, load_modules, refit_all
@@ -81,10 +80,6 @@ class Weighted:
 
 
 
-@pytest.fixture(autouse=True)
-def logs_to_this_tests_stderr() -> None:
-    """Point structlog at the current stderr: a CLI test elsewhere may have left it on a closed runner stream."""
-    logs.configure("WARNING")
 @pytest.fixture(scope="module")
 def split(cj_tables: dict, cj_households: set[int]) -> tuple[TrainingData, pd.DataFrame]:
     """A dozen real households on the evaluation split."""

@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Self
 import pytest
 from typer.testing import CliRunner
 
-from engine import logs
 from engine.cli import app
 from engine.errors import ConfigError, NudgeError
 from engine.models.data import TrainingData, collect
@@ -44,10 +43,6 @@ class TopProducts:
 
 
 
-@pytest.fixture(autouse=True)
-def logs_to_this_tests_stderr() -> None:
-    """Point structlog at the current stderr: a CLI test elsewhere may have left it on a closed runner stream."""
-    logs.configure("WARNING")
 @pytest.fixture(scope="module")
 def train(cj_tables: dict, cj_households: set[int]) -> TrainingData:
     """A dozen real households, fitted before the evaluation split."""
