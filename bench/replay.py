@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import io
@@ -47,8 +48,8 @@ from rich.table import Table
 from engine import logs
 from engine.config import Settings
 from engine.errors import DecodeError
-from engine.events import UNKNOWN_CATEGORY, CustomerProfile, Purchase
-from engine.pipeline import Outcome, process
+from engine.events import UNKNOWN_CATEGORY, Purchase
+from engine.pipeline import Ingest, Outcome
 from engine.runtime.clock import WatermarkClock
 from engine.runtime.embedded import EmbeddedRuntime
 from engine.sources.completejourney import CompleteJourneySource, load_tables
@@ -79,31 +80,21 @@ class EngineRun:
 
 def engine_pass(source: CompleteJourneySource, tolerance: timedelta, policy: StatePolicy) -> EngineRun:
     """Records -> decode -> process into a dict of states, as `EmbeddedRuntime.replay` without checkpoints."""
-    states: dict[str, CustomerState] = {}
-    profiles: dict[str, CustomerProfile] = {}
-    clock = WatermarkClock()
+    ingest = Ingest(WatermarkClock(), tolerance, policy)
     baskets = 0
     dead_letters = 0
     gc.collect()
     started = time.perf_counter()
     for record in source.records():
         try:
-            event = source.decode(record)
-            if isinstance(event, Purchase):
-                cid = event.customer_id
-                state, outcome = process(states.get(cid), event, clock.now(), tolerance, policy)
-                if outcome is not Outcome.DUPLICATE:
-                    states[cid] = state
-                    baskets += 1
-                    clock.observe(event.event_time)
-            elif isinstance(event, CustomerProfile):
-                profiles[event.customer_id] = event
+            if ingest(source.decode(record)) not in (Outcome.DUPLICATE, Outcome.PROFILE):
+                baskets += 1
         except DecodeError:
             dead_letters += 1
     seconds = time.perf_counter() - started
     if dead_letters:
         progress(f"warning: {dead_letters} dead letters in the engine path")
-    return EngineRun(seconds, baskets, states)
+    return EngineRun(seconds, baskets, ingest.states)
 
 
 def build_bare(source: CompleteJourneySource) -> list[BareBasket]:
@@ -191,9 +182,7 @@ def incremental_pass(source: CompleteJourneySource, tolerance: timedelta, policy
     Day boundaries are read from the raw record before decoding; the profiles, which precede the
     baskets, are counted in the first day.
     """
-    states: dict[str, CustomerState] = {}
-    profiles: dict[str, CustomerProfile] = {}
-    clock = WatermarkClock()
+    ingest = Ingest(WatermarkClock(), tolerance, policy)
     per_day: dict[int, float] = {}
     current: int | None = None
     gc.collect()
@@ -208,18 +197,8 @@ def incremental_pass(source: CompleteJourneySource, tolerance: timedelta, policy
                     per_day[current] = per_day.get(current, 0.0) + now - mark
                     mark = now
                 current = day
-        try:
-            event = source.decode(record)
-            if isinstance(event, Purchase):
-                cid = event.customer_id
-                state, outcome = process(states.get(cid), event, clock.now(), tolerance, policy)
-                if outcome is not Outcome.DUPLICATE:
-                    states[cid] = state
-                    clock.observe(event.event_time)
-            elif isinstance(event, CustomerProfile):
-                profiles[event.customer_id] = event
-        except DecodeError:
-            pass
+        with contextlib.suppress(DecodeError):  # the engine path over the CJ year has no dead letters
+            ingest(source.decode(record))
     if current is not None:
         per_day[current] = per_day.get(current, 0.0) + time.perf_counter() - mark
     return per_day
@@ -332,14 +311,11 @@ def state_memory(source: CompleteJourneySource, tolerance: timedelta, policy: St
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        states: dict[str, CustomerState] = {}
-        clock = WatermarkClock()
+        ingest = Ingest(WatermarkClock(), tolerance, policy)
         for event in purchases:
-            cid = event.customer_id
-            state, _ = process(states.get(cid), event, clock.now(), tolerance, policy)
-            states[cid] = state
-            clock.observe(event.event_time)
-        del purchases, event, state, clock  # with them go the `id_key`s cached on the purchases
+            ingest(event)
+        states = ingest.states
+        del purchases, event, ingest  # only what the states hold should count
         gc.collect()
         with_products = tracemalloc.get_traced_memory()[0]
         for s in states.values():

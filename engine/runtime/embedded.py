@@ -16,8 +16,7 @@ from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
 from engine.errors import DecodeError
-from engine.events import CustomerProfile, Purchase
-from engine.pipeline import Outcome, process
+from engine.pipeline import Ingest, Outcome
 from engine.runtime.checkpoint import Checkpoint, CheckpointStore, Counters
 from engine.runtime.clock import WatermarkClock
 from engine.sources import Source
@@ -70,7 +69,8 @@ class EmbeddedRuntime:
         states = self.checkpoints.load_states()
         profiles = self.checkpoints.load_profiles()
         clock = WatermarkClock(cp.watermark)
-        tolerance, policy, every = settings.future_tolerance, settings.policy, settings.checkpoint_every
+        every = settings.checkpoint_every
+        ingest = Ingest(clock, settings.future_tolerance, settings.policy, states, profiles)
         run = Counters()
         dirty: set[str] = set()
         dirty_profiles: set[str] = set()
@@ -97,22 +97,17 @@ class EmbeddedRuntime:
                 run.records += 1
                 try:
                     event = source.decode(record)
-                    if isinstance(event, Purchase):
-                        cid = event.customer_id
-                        state, outcome = process(states.get(cid), event, clock.now(), tolerance, policy)
-                        if outcome is Outcome.DUPLICATE:
-                            run.duplicates += 1
-                        else:
-                            states[cid] = state
-                            dirty.add(cid)
-                            run.purchases += 1
-                            if outcome is Outcome.LATE:
-                                run.late += 1
-                            clock.observe(event.event_time)
-                    elif isinstance(event, CustomerProfile):
-                        profiles[event.customer_id] = event
+                    outcome = ingest(event)
+                    if outcome is Outcome.PROFILE:
                         dirty_profiles.add(event.customer_id)
                         run.profiles += 1
+                    elif outcome is Outcome.DUPLICATE:
+                        run.duplicates += 1
+                    else:
+                        dirty.add(event.customer_id)
+                        run.purchases += 1
+                        if outcome is Outcome.LATE:
+                            run.late += 1
                 except DecodeError as exc:
                     run.dead_letters += 1
                     letters.append(DeadLetter(source.key, record.position, record.where, str(exc), record.raw))
