@@ -27,6 +27,28 @@ median runs a little short. Tried on the same validation and left out (no gain):
 counts per recent window and the last basket's size relative to the customer's mean, extra weight on
 rows cut on the predicted weekday, a log1p target, a median with the last-gap / EWM-gap heuristics,
 daily cuts, more or fewer, larger leaves, bagging over row samples and a 0.55 quantile.
+
+The censored rows are used, not dropped, by a discrete-time hazard model (`hazard_weight` > 0): every
+snapshot row becomes one row per day ahead up to its purchase or its window, a small boosted classifier
+(HAZARD_TREES) learns P(first purchase on day d | none before) from the row's features plus the day ahead,
+its weekday share and (recency + d) / mean gap; the point is then the median of the purchase-day
+distribution given a purchase inside the horizon, blended with the scaled regressor median:
+0.7 × hazard + 0.3 × 1.15 × regressor at customer level (the category level keeps hazard_weight 0).
+Validation, MAE per set (fit before the first date; S6 = six weekly Sundays from Jul 2, Djul = every day
+Jul 1–Aug 15, Daug = every day Aug 1–25 fitted before Aug 1, Fmay / Fjun = every day of May / June fitted
+before May 1 / Jun 1, whose labels see the full 92 days as the test does; keys buying within 92 days):
+  regressor alone (scale 1.15)   S6 7.063  Djul 6.863  Daug 5.827  Fmay 7.774  Fjun 7.574  mean 7.020
+  hazard alone                   S6 7.091  Djul 6.879  Daug 5.856  Fmay 7.457  Fjun 7.519  mean 6.960
+  0.5 / 0.5 blend                S6 7.047  Djul 6.839  Daug 5.821  Fmay 7.517  Fjun 7.515  mean 6.948
+  0.7 hazard / 0.3 (chosen)      S6 7.064  Djul 6.852  Daug 5.832  Fmay 7.472  Fjun 7.512  mean 6.946
+0.7 was chosen for the full-window sets, closest to the test's censoring. Test (split 2017-10-01): MAE
+8.18 -> 8.14. Left out: 15- and 31-leaf hazard trees (mean 7.05 / 7.17 alone vs 6.97 with 4 leaves),
+60,000 hazard rows instead of 30,000 (6.953 vs 6.948 blended, fit 17 s vs 7 s), conditional quantiles
+0.45 / 0.55 instead of the median (+0.03 / +0.08), and day-of-month (payday) features: the month's
+trips are flat but for days 2–5 (+5 %); the cut's day of month with the customer's share of days in
+days 1–7 / 8–14 / 15–21 / 22–31 (regressor mean 7.020 -> 7.010, on 1st-of-month cuts 7.319 -> 7.310),
+the same as shares of the cut's and the next week of the month (7.023), or the day of month of the day
+ahead in the hazard (6.968 -> 6.968), were all within noise.
 """
 
 from __future__ import annotations
@@ -38,7 +60,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
@@ -50,6 +72,8 @@ LEVELS = ("customer", "category")
 GAP_FEATURES = ["gap_mean", "gap_var", "recency", "n"]  # what the plain GB baseline sees
 WINDOWS = (7, 14, 28, 56)  # recent-activity counts: purchase days in the last w days before the cut
 _SPAN = 1 << 20  # key * _SPAN + day orders rows by key, then day (days are 16-bit)
+# The hazard classifier is kept small: 15- and 31-leaf trees scored worse on July–September (see the docstring).
+HAZARD_TREES = {"max_iter": 150, "learning_rate": 0.1, "max_leaf_nodes": 4, "min_samples_leaf": 200}
 
 
 def day_number(when: datetime | date) -> int:
@@ -193,6 +217,19 @@ def _ewm_by_position(gap: np.ndarray, pos: np.ndarray, alpha: float) -> np.ndarr
     return ewm
 
 
+def _days_ahead(stats: pd.DataFrame, days: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Row i of `stats` repeated for days ahead 0 .. days[i] - 1, with features of that day; and the days ahead."""
+    row = np.repeat(np.arange(len(stats)), days)
+    ahead = np.arange(len(row)) - np.repeat(np.cumsum(days) - days, days)
+    x = stats.iloc[row].reset_index(drop=True)
+    shares = x[[f"share_d{d}" for d in range(7)]].to_numpy()
+    since = x["recency"].to_numpy() + ahead
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = x.assign(ahead=ahead, ahead_share=shares[np.arange(len(x)), ahead % 7],
+                     due_at=since / x["gap_mean"].to_numpy(), due_ewm_at=since / x["gap_ewm"].to_numpy())
+    return x, ahead
+
+
 def _next_day(frame: pd.DataFrame, cut: int) -> pd.Series:
     """Per key, days from `cut` to the first purchase day on or after it (keys with none are absent)."""
     ahead = frame[frame["day"] >= cut]
@@ -208,7 +245,8 @@ class NextPurchase(Estimator):
                  cut_step_days: int = 3, n_cuts: int = 70, min_days: int = 2,
                  quantiles: tuple[float, float] = (0.1, 0.9), max_iter: int = 100, learning_rate: float = 0.1,
                  max_leaf_nodes: int = 7, min_samples_leaf: int = 100, ewm_alpha: float = 0.3,
-                 max_rows: int = 60_000, random_state: int = 0, point_scale: float = 1.15) -> None:
+                 max_rows: int = 60_000, random_state: int = 0, point_scale: float = 1.15,
+                 hazard_weight: float = 0.7, hazard_rows: int = 30_000) -> None:
         self.level = level
         self.horizon_days = horizon_days
         self.min_window_days = min_window_days
@@ -224,6 +262,8 @@ class NextPurchase(Estimator):
         self.max_rows = max_rows
         self.random_state = random_state
         self.point_scale = point_scale
+        self.hazard_weight = hazard_weight
+        self.hazard_rows = hazard_rows
 
     # -- features --------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -233,9 +273,9 @@ class NextPurchase(Estimator):
         if not 0 < lo < 0.5 < hi < 1:
             raise ConfigError(f"next_purchase quantiles {self.quantiles} must be (low < 0.5 < high) inside (0, 1)")
         if min(self.min_days, self.horizon_days, self.cut_step_days, self.n_cuts, self.min_window_days,
-               self.max_rows) < 1:
-            raise ConfigError("next_purchase min_days, horizon_days, min_window_days, cut_step_days, n_cuts and "
-                              "max_rows must be positive")
+               self.max_rows, self.hazard_rows) < 1:
+            raise ConfigError("next_purchase min_days, horizon_days, min_window_days, cut_step_days, n_cuts, "
+                              "max_rows and hazard_rows must be positive")
         if self.min_window_days > self.horizon_days:
             raise ConfigError(f"next_purchase min_window_days {self.min_window_days} exceeds horizon_days "
                               f"{self.horizon_days}")
@@ -243,6 +283,8 @@ class NextPurchase(Estimator):
             raise ConfigError(f"next_purchase ewm_alpha {self.ewm_alpha} must be inside (0, 1)")
         if not 0.5 <= self.point_scale <= 2:
             raise ConfigError(f"next_purchase point_scale {self.point_scale} must be inside [0.5, 2]")
+        if not 0 <= self.hazard_weight <= 1:
+            raise ConfigError(f"next_purchase hazard_weight {self.hazard_weight} must be inside [0, 1]")
 
     def _histories(self, states: Mapping[str, CustomerState]) -> dict[str, Any]:
         frame = day_frame(states, self.level)
@@ -285,6 +327,10 @@ class NextPurchase(Estimator):
         return self._rows(histories, day_number(data.until))
 
     def _rows(self, histories: dict[str, Any], until: int) -> pd.DataFrame:
+        return self._sample(self._snapshots(histories, until), self.max_rows, censored=False)
+
+    def _snapshots(self, histories: dict[str, Any], until: int) -> pd.DataFrame:
+        """Every key's row at every cut, censored ones too (label NaN or ≥ window)."""
         frame = histories["frame"]
         if self.level == "category" and not hasattr(self, "categories_"):
             self.categories_ = sorted(set(frame.attrs["keys"]["category"]))
@@ -294,15 +340,18 @@ class NextPurchase(Estimator):
             window = min(self.horizon_days, until - cut)
             stats = self._features_at(histories, cut)
             label = _next_day(frame, cut).reindex(stats.index)
-            stats = stats.assign(window=float(window), label=label, cut=cut)
-            rows.append(stats[stats["label"] < window])
-        table = pd.concat(rows) if rows else pd.DataFrame()
+            rows.append(stats.assign(window=float(window), label=label, cut=cut))
+        return pd.concat(rows) if rows else pd.DataFrame(columns=["label", "window"])
+
+    def _sample(self, table: pd.DataFrame, max_rows: int, censored: bool) -> pd.DataFrame:
+        if not censored:
+            table = table[table["label"] < table["window"]]
         if table.empty:
-            raise NudgeError(f"next_purchase found no training snapshots before day {until}: too little history "
-                             f"for {self.n_cuts} cuts {self.cut_step_days} days apart")
-        if len(table) > self.max_rows:
+            raise NudgeError(f"next_purchase found no training snapshots: too little history for {self.n_cuts} "
+                             f"cuts {self.cut_step_days} days apart")
+        if len(table) > max_rows:
             # A seeded sample keeps many cuts (seasons, weekdays) while the fit stays within seconds.
-            pick = np.random.default_rng(self.random_state).choice(len(table), self.max_rows, replace=False)
+            pick = np.random.default_rng(self.random_state).choice(len(table), max_rows, replace=False)
             table = table.iloc[np.sort(pick)]
         return table
 
@@ -312,7 +361,10 @@ class NextPurchase(Estimator):
         self._check()
         if hasattr(self, "categories_"):
             del self.categories_
-        table = self.training_rows(data)
+        if data.until is None:
+            raise NudgeError("next_purchase needs training data with a watermark (until); got until=None")
+        snapshots = self._snapshots(self._histories(data.states), day_number(data.until))
+        table = self._sample(snapshots, self.max_rows, censored=False)
         self.columns_ = [c for c in table.columns if c not in ("label", "cut")]
         x, y = table[self.columns_], table["label"].to_numpy(dtype=float)
         lo, hi = self.quantiles
@@ -320,12 +372,46 @@ class NextPurchase(Estimator):
             self.point_ = self._regressor("absolute_error").fit(x, y)
             self.low_ = self._regressor("quantile", lo).fit(x, y)
             self.high_ = self._regressor("quantile", hi).fit(x, y)
+        self.hazard_ = self._fit_hazard(self._sample(snapshots, self.hazard_rows, censored=True)) if (
+            self.hazard_weight > 0) else None
         full = table["window"] >= self.horizon_days
         self.median_label_ = float(np.median(y[full])) if full.any() else float(np.median(y))
         self.until_ = data.until
+        # Every 10th row: the hazard's median costs horizon_days predictions a row.
         self.metrics_ = {"train_rows": float(len(table)), "train_mae": float(np.mean(np.abs(
-            self.point_.predict(x) * self.point_scale - y))), "median_label": self.median_label_}
+            self._point(table.iloc[::10]) - y[::10]))), "median_label": self.median_label_}
         return self
+
+    def _fit_hazard(self, table: pd.DataFrame) -> HistGradientBoostingClassifier:
+        """P(first purchase on day d after the cut | none before), from every row up to its label or window."""
+        label, window = table["label"].to_numpy(dtype=float), table["window"].to_numpy()
+        bought = label < window  # NaN (no purchase seen) is censored too
+        days = np.where(bought, label + 1, window).astype(np.int64)
+        x, ahead = _days_ahead(table[self._hazard_inputs()], days)
+        y = ahead == np.repeat(np.where(bought, label, -1), days)
+        with threadpool_limits(1):
+            return HistGradientBoostingClassifier(**HAZARD_TREES, early_stopping=False,
+                                                  categorical_features="from_dtype",
+                                                  random_state=self.random_state).fit(x, y)
+
+    def _hazard_inputs(self) -> list[str]:
+        # The window only censors the hazard rows; it is not a feature of them.
+        return [c for c in self.columns_ if c != "window"]
+
+    def _hazard_median(self, stats: pd.DataFrame) -> np.ndarray:
+        """Days to the median of each key's next-purchase distribution, given a purchase inside the horizon."""
+        days = np.full(len(stats), self.horizon_days)
+        x, _ = _days_ahead(stats[self._hazard_inputs()], days)
+        with threadpool_limits(1):
+            hazard = self.hazard_.predict_proba(x)[:, 1].reshape(len(stats), self.horizon_days)
+        bought = 1 - np.cumprod(1 - hazard, axis=1)  # P(first purchase on or before day d)
+        return (bought < 0.5 * bought[:, -1:]).sum(axis=1).astype(float)
+
+    def _point(self, stats: pd.DataFrame) -> np.ndarray:
+        point = self.point_.predict(stats[self.columns_]) * self.point_scale
+        if self.hazard_ is not None:
+            point = self.hazard_weight * self._hazard_median(stats) + (1 - self.hazard_weight) * point
+        return np.maximum(np.rint(point), 0)
 
     def _regressor(self, loss: str, quantile: float | None = None) -> HistGradientBoostingRegressor:
         return HistGradientBoostingRegressor(
@@ -352,7 +438,7 @@ class NextPurchase(Estimator):
         keys, stats = self.snapshot(states, now)
         x = stats[self.columns_]
         with threadpool_limits(1):
-            point = np.maximum(np.rint(self.point_.predict(x) * self.point_scale), 0)
+            point = self._point(stats)
             low = np.minimum(np.floor(self.low_.predict(x)), point).clip(min=0)
             high = np.maximum(np.ceil(self.high_.predict(x)), point)
         start = np.datetime64(now.date() if isinstance(now, datetime) else now, "D")
@@ -373,10 +459,11 @@ class NextPurchaseCategory(NextPurchase):
                  cut_step_days: int = 3, n_cuts: int = 50, min_days: int = 2,
                  quantiles: tuple[float, float] = (0.1, 0.9), max_iter: int = 100, learning_rate: float = 0.1,
                  max_leaf_nodes: int = 15, min_samples_leaf: int = 40, ewm_alpha: float = 0.3,
-                 max_rows: int = 60_000, random_state: int = 0, point_scale: float = 1.0) -> None:
+                 max_rows: int = 60_000, random_state: int = 0, point_scale: float = 1.0,
+                 hazard_weight: float = 0.0, hazard_rows: int = 30_000) -> None:
         super().__init__(level, horizon_days, min_window_days, cut_step_days, n_cuts, min_days, quantiles, max_iter,
                          learning_rate, max_leaf_nodes, min_samples_leaf, ewm_alpha, max_rows, random_state,
-                         point_scale)
+                         point_scale, hazard_weight, hazard_rows)
 
 
 MODELS = [NextPurchase, NextPurchaseCategory]

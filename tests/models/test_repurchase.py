@@ -73,12 +73,16 @@ def test_bad_settings_and_unfitted_use_are_refused(subset: tuple[TrainingData, p
         NextPurchase().predict(train.states, SPLIT)
     with pytest.raises(ConfigError, match="point_scale 3"):
         NextPurchase(point_scale=3).fit(train)
+    with pytest.raises(ConfigError, match=r"hazard_weight 1\.5"):
+        NextPurchase(hazard_weight=1.5).fit(train)
+    with pytest.raises(ConfigError, match="hazard_rows"):
+        NextPurchase(hazard_rows=0).fit(train)
 
 
 def test_point_scale_stretches_the_median_days(subset: tuple[TrainingData, pd.DataFrame]) -> None:
     train, _ = subset
-    plain = NextPurchase(n_cuts=6, point_scale=1.0).fit(train).predict(train.states)
-    scaled = NextPurchase(n_cuts=6, point_scale=1.5).fit(train).predict(train.states)
+    plain = NextPurchase(n_cuts=6, point_scale=1.0, hazard_weight=0).fit(train).predict(train.states)
+    scaled = NextPurchase(n_cuts=6, point_scale=1.5, hazard_weight=0).fit(train).predict(train.states)
     # Same trees (the scale touches only the point), so each key's days grow by about half, ranges untouched.
     assert (scaled["days"] >= plain["days"]).all()
     far = plain["days"] >= 8  # short enough that rounding keeps the ratio within 1.5 ± 0.16
@@ -87,6 +91,24 @@ def test_point_scale_stretches_the_median_days(subset: tuple[TrainingData, pd.Da
     assert ratio.between(1.3, 1.7).all()
     assert (scaled[["low", "high"]] == plain[["low", "high"]]).all().all()
     assert (scaled["low"] <= scaled["date"]).all() and (scaled["date"] <= scaled["high"]).all()
+
+
+def test_hazard_median_blends_into_the_point_and_leaves_the_range(subset: tuple[TrainingData, pd.DataFrame]) -> None:
+    train, _ = subset
+    fits = {w: NextPurchase(n_cuts=12, hazard_weight=w).fit(train) for w in (0.0, 0.5, 1.0)}
+    pred = {w: m.predict(train.states) for w, m in fits.items()}
+    assert fits[0.0].hazard_ is None and fits[1.0].hazard_ is not None
+    # Same quantile regressors whatever the weight: a range moves only to take in a point outside it.
+    for w in (0.5, 1.0):
+        assert (pred[w]["low"] <= pred[w]["date"]).all() and (pred[w]["date"] <= pred[w]["high"]).all()
+        low, date, high = pred[0.0]["low"], pred[0.0]["date"], pred[0.0]["high"]
+        inside = pred[w]["date"].between(low, high) & (low < date) & (date < high)
+        assert inside.mean() > 0.5
+        assert (pred[w][["low", "high"]][inside] == pred[0.0][["low", "high"]][inside]).all().all()
+    hazard, regressor = pred[1.0]["days"], pred[0.0]["days"]
+    assert (hazard < fits[1.0].horizon_days).all() and (hazard != regressor).any()
+    lo, hi = np.minimum(hazard, regressor), np.maximum(hazard, regressor)
+    assert pred[0.5]["days"].between(lo - 1, hi + 1).all()
 
 
 def test_training_rows_keep_long_gaps_inside_the_censoring_window(subset: tuple[TrainingData, pd.DataFrame]) -> None:
