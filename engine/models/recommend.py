@@ -6,7 +6,8 @@ customer's own products, ALS's top products, the top products of the customer's 
 who bought alike — and the popular ones), trained on a time-shifted split
 inside the training period: features up to `until - label_days`, labels = bought in the `label_days`
 after. It is then applied to features up to `until`. Explore recommendations are the same idea
-restricted to products the customer has never bought. `CategoryRecommender` ranks top categories per customer.
+restricted to products the customer has never bought, its ranker trained on that cut and an earlier one.
+`CategoryRecommender` ranks top categories per customer.
 The refit job fits only those two (`MODELS`); the others are the baselines `evaluate` measures them against.
 
 Returns: a product whose net line count in the customer's state is ≤ 0 (bought, then returned) is
@@ -443,6 +444,21 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # August) from 0.0899 to 0.0911; as features without the candidates, 0.1351. A product's share of its category,
 # category share × that, and its last-28-days share of sales raised July–September to 0.1438 but lowered
 # August–September to 0.0889: left out.
+# Training rows: explore also learns from a second cut 28 days earlier (`explore_cuts`), with 120 trees at 0.05:
+# recall@10 July–September 0.1376 -> 0.1434, August–September 0.0911 -> 0.0923, September (fitted before
+# September) 0.0501 -> 0.0524; two earlier cuts 0.1439 / 0.0939 / 0.0516 for another frame's fit time; the
+# extra cut alone (60 trees at 0.1) 0.1432 / 0.0910 / 0.0524. On the test split (fitted before October, measured
+# once after choosing) it did not carry over: 0.1124 -> 0.1120. It adds ~9 s of CPU to a full-year fit.
+# Tried with it and left out (none better on all three
+# within noise, ±0.003): a product's new buyers (first purchase) in the last 28/56/92 days, their share of the
+# recent buyers, their trend, buyers in the last 28 days who did not buy in the 56 before; the customer's share
+# of recent products that were new to them; popularity and customer lines as shares (the cut has less history
+# than the watermark); knn/co-bought/ALS relative to the customer's best. Without the stacked cut: more knn,
+# co-bought, ALS or popular candidates (60 each: 0.1353 / 0.0894), the products with most new buyers as
+# candidates (0.1374 / 0.0876), larger or more regularised trees (≤ 0.1357 / 0.0902). With it, neither a cut 14
+# days earlier (0.1375 / 0.0908 / 0.0512) nor rows weighted by 1 / min(10, the customer's new products), as the
+# metric weighs them (0.1425 / 0.0904 / 0.0515), did better; neighbours' recent (28-day) or newly adopted (56-day)
+# products as knn features moved the three by ≤ 0.002 either way (0.1452 / 0.0922 / 0.0531 with both).
 EXPLORE_FEATURES = ("knn", "knn_rank", "als", "als_rank", "popularity", "recent", "category_share", "customer_lines",
                     "cobought", "cobought_rank")
 
@@ -517,8 +533,9 @@ class RankedRecommender(_TopN):
                  half_life_days: float = 90.0, label_days: int = 92, own_candidates: int = 60,
                  als_candidates: int = 30, popular_candidates: int = 20, knn_candidates: int = 30,
                  knn_products: int = 6000, neighbours: int = 200, max_iter: int = 200,
-                 learning_rate: float = 0.05, explore_max_iter: int = 60, explore_learning_rate: float = 0.1,
-                 cobought_candidates: int = 30, cobought_power: float = 0.3, random_state: int = 0,
+                 learning_rate: float = 0.05, explore_max_iter: int = 120, explore_learning_rate: float = 0.05,
+                 explore_cuts: int = 2, explore_cut_days: int = 28, cobought_candidates: int = 30,
+                 cobought_power: float = 0.3, random_state: int = 0,
                  exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -536,46 +553,56 @@ class RankedRecommender(_TopN):
         self.learning_rate = learning_rate
         self.explore_max_iter = explore_max_iter
         self.explore_learning_rate = explore_learning_rate
+        self.explore_cuts = explore_cuts
+        self.explore_cut_days = explore_cut_days
         self.cobought_candidates = cobought_candidates
         self.cobought_power = cobought_power
         self.random_state = random_state
         self.exclude_categories = exclude_categories
 
 
-    def _frames(self, lines: pd.DataFrame, now: pd.Timestamp) -> tuple[Interactions, pd.DataFrame, pd.DataFrame]:
-        """Interactions at `now`, and the featured candidates of the repeat and the explore rankers."""
+    def _frames(self, lines: pd.DataFrame, now: pd.Timestamp,
+                repeat: bool = True) -> tuple[Interactions, pd.DataFrame | None, pd.DataFrame]:
+        """Interactions at `now`, and the featured candidates of the repeat (when `repeat`) and explore rankers."""
         inter = interactions(lines, now, self.half_life_days)
         als = fit_als(inter.counts, self.factors, self.regularization, self.alpha, self.iterations,
                       self.random_state)
         knn = Neighbours.fit(inter, self.knn_products, self.neighbours)
-        repeat = features(inter, als, knn, candidates(inter, als, knn, self.own_candidates, self.als_candidates,
-                                                      self.popular_candidates, self.knn_candidates))
+        ranked = features(inter, als, knn, candidates(inter, als, knn, self.own_candidates, self.als_candidates,
+                                                      self.popular_candidates, self.knn_candidates)) if repeat else None
         # Only explore uses co-bought scores: the repeat ranker's features are left as they were chosen.
         cobought = CoBought.fit(inter, lines, self.knn_products, self.cobought_power)
         explore = features(inter, als, knn, candidates(inter, als, knn, self.own_candidates, self.als_candidates,
                                                        self.popular_candidates, self.knn_candidates, True, cobought,
                                                        self.cobought_candidates), cobought)
-        return inter, repeat, explore
+        return inter, ranked, explore
 
     def _learn(self, lines: pd.DataFrame, now: pd.Timestamp) -> tuple[Any, Any]:
-        """Fit the repeat and explore rankers on features before `now - label_days`, labels after."""
+        """Fit the repeat and explore rankers on features before `now - label_days`, labels after.
+
+        Explore also learns from `explore_cuts - 1` earlier cuts, `explore_cut_days` apart, each with its
+        `label_days` of labels (cuts with no lines before them are skipped).
+        """
         from sklearn.ensemble import HistGradientBoostingClassifier
         from threadpoolctl import threadpool_limits
 
         cut = now - pd.Timedelta(days=self.label_days)
-        inter, *frames = self._frames(lines, cut)
-        later = lines[(lines["event_time"] >= cut) & (lines["event_time"] < now)
-                      & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
-        c = inter.customers.get_indexer(later["customer_id"].astype(str))
-        p = inter.products.get_indexer(later["product_id"].astype(str))
-        known = (c >= 0) & (p >= 0)
-        n_products = len(inter.products)
-        bought = np.unique(c[known].astype(np.int64) * n_products + p[known])
-        active = np.unique(c[c >= 0])  # customers seen on both sides of the cut
+        inter, ranked, explore = self._frames(lines, cut)
+        assert ranked is not None
+        training = {False: [_labelled(inter, ranked, lines, cut, now)],
+                    True: [_labelled(inter, explore, lines, cut, now)]}
+        for k in range(1, self.explore_cuts):
+            earlier = cut - pd.Timedelta(days=k * self.explore_cut_days)
+            if not (lines["event_time"] < earlier).any():
+                break
+            inter_k, _, explore_k = self._frames(lines, earlier, repeat=False)
+            training[True].append(_labelled(inter_k, explore_k, lines, earlier,
+                                            earlier + pd.Timedelta(days=self.label_days)))
         models = []
-        for unseen, frame in zip((False, True), frames, strict=True):
-            frame = frame[np.isin(frame["c"].to_numpy(), active)]
-            label = np.isin(frame["c"].to_numpy().astype(np.int64) * n_products + frame["p"].to_numpy(), bought)
+        for unseen in (False, True):
+            columns = list(EXPLORE_FEATURES if unseen else FEATURES)
+            x = np.vstack([frame[columns].to_numpy(float) for frame, _ in training[unseen]])
+            label = np.concatenate([y for _, y in training[unseen]])
             if label.sum() == 0 or label.all():
                 raise NudgeError(f"recommend: no positive and negative labels between {cut.date()} and {now.date()}"
                                  " to train the ranker; fit on a longer period or lower label_days")
@@ -584,11 +611,12 @@ class RankedRecommender(_TopN):
                     max_iter=self.explore_max_iter if unseen else self.max_iter,
                     learning_rate=self.explore_learning_rate if unseen else self.learning_rate,
                     early_stopping=False, random_state=self.random_state)
-                model.fit(frame[list(EXPLORE_FEATURES if unseen else FEATURES)].to_numpy(float), label)
+                model.fit(x, label)
             models.append(model)
             kind = "explore" if unseen else "ranker"
-            self.metrics_[f"{kind}_train_rows"] = float(len(frame))
+            self.metrics_[f"{kind}_train_rows"] = float(len(label))
             self.metrics_[f"{kind}_train_positive_rate"] = float(label.mean())
+        self.metrics_["explore_train_cuts"] = float(len(training[True]))
         return models[0], models[1]
 
     def fit(self, data: TrainingData) -> Self:
@@ -598,6 +626,9 @@ class RankedRecommender(_TopN):
         if self.neighbours < 1 or self.knn_products < 1 or self.knn_candidates < 1:
             raise ConfigError(f"{self.name}: neighbours, knn_products and knn_candidates must be at least 1, got "
                               f"{self.neighbours}, {self.knn_products} and {self.knn_candidates}")
+        if self.explore_cuts < 1 or self.explore_cut_days < 1:
+            raise ConfigError(f"{self.name}: explore_cuts and explore_cut_days must be at least 1, got "
+                              f"{self.explore_cuts} and {self.explore_cut_days}")
         now = pd.Timestamp(_watermark(data))
         self.metrics_ = {}
         self.ranker_, self.explorer_ = self._learn(data.lines, now)
@@ -623,6 +654,22 @@ class RankedRecommender(_TopN):
             return self.recommend(customer_id, n)
         finally:
             self.ranked_ = stored
+
+
+def _labelled(inter: Interactions, frame: pd.DataFrame, lines: pd.DataFrame, start: pd.Timestamp,
+              end: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of `frame` (candidates at `start`) of customers buying in [start, end), and whether each was bought."""
+    later = lines[(lines["event_time"] >= start) & (lines["event_time"] < end)
+                  & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
+    c = inter.customers.get_indexer(later["customer_id"].astype(str))
+    p = inter.products.get_indexer(later["product_id"].astype(str))
+    known = (c >= 0) & (p >= 0)
+    n_products = len(inter.products)
+    bought = np.unique(c[known].astype(np.int64) * n_products + p[known])
+    active = np.unique(c[c >= 0])  # customers seen on both sides of the cut
+    frame = frame[np.isin(frame["c"].to_numpy(), active)]
+    label = np.isin(frame["c"].to_numpy().astype(np.int64) * n_products + frame["p"].to_numpy(), bought)
+    return frame, label
 
 
 def _watermark(data: TrainingData) -> datetime:

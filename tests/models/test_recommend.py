@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from engine.errors import ConfigError
 from engine.events import Line, Purchase
 from engine.models import recommend
 from engine.models.data import LINE_COLUMNS, TrainingData, collect
@@ -96,6 +97,20 @@ def test_explore_only_recommends_products_never_bought(subset: TrainingData, ran
         new = ranked.explore(cid, 10)
         assert len(new) == 10
         assert not set(new) & set(subset.states[cid].products)
+
+
+def test_explore_learns_from_earlier_cuts_too(subset: TrainingData, ranked: RankedRecommender) -> None:
+    # The default stacks a second cut 28 days before the first: twice the explore rows of one cut, about.
+    one = RankedRecommender(**SMALL, explore_cuts=1).fit(subset)
+    assert ranked.metrics_["explore_train_cuts"] == 2 and one.metrics_["explore_train_cuts"] == 1
+    assert ranked.metrics_["explore_train_rows"] > 1.5 * one.metrics_["explore_train_rows"]
+    # Only explore changes: the repeat ranker's lists are the same.
+    customers = sorted(subset.states)
+    assert one.recommend_batch(customers) == ranked.recommend_batch(customers)
+    # Cuts before the first line are skipped, not an error.
+    assert RankedRecommender(**SMALL, explore_cuts=40).fit(subset).metrics_["explore_train_cuts"] < 40
+    with pytest.raises(ConfigError, match="explore_cuts"):
+        RankedRecommender(**SMALL, explore_cuts=0).fit(subset)
 
 
 def test_returned_products_are_never_recommended(subset: TrainingData) -> None:

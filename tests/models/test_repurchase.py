@@ -12,7 +12,7 @@ import pytest
 from engine.errors import ConfigError, NudgeError
 from engine.models.data import TrainingData, collect
 from engine.models.refit import discover_models
-from engine.models.repurchase import NextPurchase, NextPurchaseCategory, day_number, evaluate
+from engine.models.repurchase import CATEGORY_LEFT_OUT, NextPurchase, NextPurchaseCategory, day_number, evaluate
 from engine.sources.completejourney import CompleteJourneySource
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
@@ -159,6 +159,15 @@ def test_category_features_count_the_customers_trips(subset: tuple[TrainingData,
         last = bought[bought < cut][-1]
         assert stats["trips_since"].iloc[i] == ((trips > last) & (trips < cut)).sum()
         assert stats["share_days"].iloc[i] == pytest.approx((bought < cut).sum() / (trips < cut).sum())
+
+
+def test_category_model_leaves_out_history_length(subset: tuple[TrainingData, pd.DataFrame]) -> None:
+    train, _ = subset
+    model = NextPurchaseCategory(n_cuts=4).fit(train)
+    assert not set(CATEGORY_LEFT_OUT) & set(model.columns_)
+    assert {"gap_mean", "c_gap_ewm", "share_days", "window"} <= set(model.columns_)
+    assert set(CATEGORY_LEFT_OUT) <= set(model.training_rows(train).columns)  # the plain GB baseline reads n
+    assert {"n", "tenure"} <= set(NextPurchase(n_cuts=4).fit(train).columns_)  # customer level keeps them
 
 
 def test_both_levels_are_models_with_their_own_names() -> None:
