@@ -379,7 +379,7 @@ class NextPurchase(Estimator):
 
     # -- fit / predict ---------------------------------------------------------------------------
     def fit(self, data: TrainingData) -> Self:
-        """Fit the median and quantile regressors on snapshot rows of the training period."""
+        """Fit the median and quantile regressors and the hazard classifier on the training period's snapshots."""
         self._check()
         if hasattr(self, "categories_"):
             del self.categories_
@@ -432,7 +432,7 @@ class NextPurchase(Estimator):
 
     def _point(self, stats: pd.DataFrame) -> np.ndarray:
         point = self.point_.predict(stats[self.columns_]) * self.point_scale
-        if self.hazard_ is not None:
+        if getattr(self, "hazard_", None) is not None:  # versions saved before the hazard have none
             point = self.hazard_weight * self._hazard_median(stats) + (1 - self.hazard_weight) * point
         return np.maximum(np.rint(point), 0)
 
