@@ -6,7 +6,7 @@ customer's own products, ALS's top products, the top products of the customer's 
 who bought alike — and the popular ones), trained on a time-shifted split
 inside the training period: features up to `until - label_days`, labels = bought in the `label_days`
 after. It is then applied to features up to `until`. Explore recommendations are the same idea
-restricted to products the customer has never bought, its ranker trained on that cut and an earlier one.
+restricted to products the customer has never bought (its ranker can also learn from earlier cuts: `explore_cuts`).
 `CategoryRecommender` ranks top categories per customer.
 The refit job fits only those two (`MODELS`); the others are the baselines `evaluate` measures them against.
 
@@ -444,11 +444,12 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # August) from 0.0899 to 0.0911; as features without the candidates, 0.1351. A product's share of its category,
 # category share × that, and its last-28-days share of sales raised July–September to 0.1438 but lowered
 # August–September to 0.0889: left out.
-# Training rows: explore also learns from a second cut 28 days earlier (`explore_cuts`), with 120 trees at 0.05:
+# Training rows: with `explore_cuts=2` explore also learns from a second cut 28 days earlier, 120 trees at 0.05:
 # recall@10 July–September 0.1376 -> 0.1434, August–September 0.0911 -> 0.0923, September (fitted before
 # September) 0.0501 -> 0.0524; two earlier cuts 0.1439 / 0.0939 / 0.0516 for another frame's fit time; the
 # extra cut alone (60 trees at 0.1) 0.1432 / 0.0910 / 0.0524. On the test split (fitted before October, measured
-# once after choosing) it did not carry over: 0.1124 -> 0.1120. It adds ~9 s of CPU to a full-year fit.
+# once after choosing) it did not carry over: 0.1124 -> 0.1120. It adds ~10 s to the full-year fit, the refit's long
+# pole (bench/refit.py 58.2 s of the < 60 s target with it): the default stays one cut, 60 trees at 0.1.
 # Tried with it and left out (none better on all three
 # within noise, ±0.003): a product's new buyers (first purchase) in the last 28/56/92 days, their share of the
 # recent buyers, their trend, buyers in the last 28 days who did not buy in the 56 before; the customer's share
@@ -533,8 +534,8 @@ class RankedRecommender(_TopN):
                  half_life_days: float = 90.0, label_days: int = 92, own_candidates: int = 60,
                  als_candidates: int = 30, popular_candidates: int = 20, knn_candidates: int = 30,
                  knn_products: int = 6000, neighbours: int = 200, max_iter: int = 200,
-                 learning_rate: float = 0.05, explore_max_iter: int = 120, explore_learning_rate: float = 0.05,
-                 explore_cuts: int = 2, explore_cut_days: int = 28, cobought_candidates: int = 30,
+                 learning_rate: float = 0.05, explore_max_iter: int = 60, explore_learning_rate: float = 0.1,
+                 explore_cuts: int = 1, explore_cut_days: int = 28, cobought_candidates: int = 30,
                  cobought_power: float = 0.3, random_state: int = 0,
                  exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
         self.factors = factors
