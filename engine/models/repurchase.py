@@ -86,6 +86,7 @@ both at the labels' own window (the hazard median given a purchase inside it):
 (0.5 / 1.0: A 12.788, B 10.817, C 8.161); cheaper ones did worse: 5,000 rows (best 0.3 / 1.05: 12.808, 10.823, 8.175),
 10,000 rows with 50 trees at 0.3 (12.798, 10.818, 8.175). Weighting the kept no-purchase days by 10 instead of
 scaling the odds scored alike (12.780, 10.816, 8.167) but the trees' binning then uses weighted percentiles (+10 s).
+Test (split 2017-10-01, computed once after the choice): MAE 14.43 -> 14.34 (best constant 16.95, plain GB 14.76).
 """
 
 from __future__ import annotations
