@@ -77,6 +77,9 @@ def test_bad_settings_and_unfitted_use_are_refused(subset: tuple[TrainingData, p
         NextPurchase(hazard_weight=1.5).fit(train)
     with pytest.raises(ConfigError, match="hazard_rows"):
         NextPurchase(hazard_rows=0).fit(train)
+    for share in (0, 1.5):
+        with pytest.raises(ConfigError, match="hazard_negatives"):
+            NextPurchase(hazard_negatives=share).fit(train)
 
 
 def test_point_scale_stretches_the_median_days(subset: tuple[TrainingData, pd.DataFrame]) -> None:
@@ -109,6 +112,22 @@ def test_hazard_median_blends_into_the_point_and_leaves_the_range(subset: tuple[
     assert (hazard < fits[1.0].horizon_days).all() and (hazard != regressor).any()
     lo, hi = np.minimum(hazard, regressor), np.maximum(hazard, regressor)
     assert pred[0.5]["days"].between(lo - 1, hi + 1).all()
+
+
+def test_hazard_fitted_on_a_share_of_the_no_purchase_days_keeps_its_rate(
+        subset: tuple[TrainingData, pd.DataFrame]) -> None:
+    train, _ = subset
+    fits = {share: NextPurchaseCategory(n_cuts=12, hazard_negatives=share).fit(train) for share in (1.0, 0.1)}
+    _, stats = fits[1.0].snapshot(train.states, SPLIT)
+    curves = {share: m._hazard_curve(stats) for share, m in fits.items()}
+    # The odds are scaled back: without that, a tenth of the no-purchase days would make buying look ~10x likelier.
+    for curve in curves.values():
+        assert (np.diff(curve, axis=1) >= 0).all() and ((curve >= 0) & (curve <= 1)).all()
+    by_day = {share: curve.mean(axis=0) for share, curve in curves.items()}
+    assert np.abs(by_day[0.1] - by_day[1.0]).max() < 0.05
+    assert np.abs(np.median(curves[0.1], axis=0) - np.median(curves[1.0], axis=0))[[6, 13, 27, 55]].max() < 0.08
+    pred = fits[0.1].predict(train.states, SPLIT)
+    assert (pred["low"] <= pred["date"]).all() and (pred["date"] <= pred["high"]).all()
 
 
 def test_training_rows_keep_long_gaps_inside_the_censoring_window(subset: tuple[TrainingData, pd.DataFrame]) -> None:
