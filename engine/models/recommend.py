@@ -460,6 +460,12 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # days earlier (0.1375 / 0.0908 / 0.0512) nor rows weighted by 1 / min(10, the customer's new products), as the
 # metric weighs them (0.1425 / 0.0904 / 0.0515), did better; neighbours' recent (28-day) or newly adopted (56-day)
 # products as knn features moved the three by ≤ 0.002 either way (0.1452 / 0.0922 / 0.0531 with both).
+# Sub-category (Complete Journey product_category, e.g. YOGURT, kept as a `subcategory` line column) in place of the
+# department: the customer's share of lines in the product's sub-category moved July–September / August–September
+# 0.1376 / 0.0911 -> 0.1394 / 0.0921 (ALS seed 0), but 0.1340 / 0.0906 -> 0.1327 / 0.0937 with seed 1 (the seed
+# alone moves the base by 0.0036): noise. Its recency-decayed share 0.1337 / 0.0898; with the product's share of its
+# sub-category's buyers 0.1414 / 0.0888; share / the sub-category's share of all lines 0.1375 / 0.0898; distinct
+# products bought in it 0.1370 / 0.0913; sub-category share instead of category share 0.1354 / 0.0908: left out.
 EXPLORE_FEATURES = ("knn", "knn_rank", "als", "als_rank", "popularity", "recent", "category_share", "customer_lines",
                     "cobought", "cobought_rank")
 
