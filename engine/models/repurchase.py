@@ -261,10 +261,15 @@ def _ewm_by_position(gap: np.ndarray, pos: np.ndarray, alpha: float) -> np.ndarr
     return ewm
 
 
+def _expand(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row i repeated days[i] times, and the days ahead 0 .. days[i] - 1 of those copies."""
+    row = np.repeat(np.arange(len(days)), days)
+    return row, np.arange(len(row)) - np.repeat(np.cumsum(days) - days, days)
+
+
 def _days_ahead(stats: pd.DataFrame, days: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
     """Row i of `stats` repeated for days ahead 0 .. days[i] - 1, with features of that day; and the days ahead."""
-    row = np.repeat(np.arange(len(stats)), days)
-    ahead = np.arange(len(row)) - np.repeat(np.cumsum(days) - days, days)
+    row, ahead = _expand(days)
     return _ahead_rows(stats, row, ahead), ahead
 
 
@@ -373,16 +378,14 @@ class NextPurchase(Estimator):
 
     def training_rows(self, data: TrainingData) -> pd.DataFrame:
         """Snapshot rows at cuts before the watermark, with their `label`, `cut` and censoring `window`."""
+        return self._sample(self._snapshots(data), self.max_rows, censored=False)
+
+    def _snapshots(self, data: TrainingData) -> pd.DataFrame:
+        """Every key's row at every cut before the watermark, censored ones too (label NaN or ≥ window)."""
         if data.until is None:
             raise NudgeError("next_purchase needs training data with a watermark (until); got until=None")
+        until = day_number(data.until)
         histories = self._histories(data.states)
-        return self._rows(histories, day_number(data.until))
-
-    def _rows(self, histories: dict[str, Any], until: int) -> pd.DataFrame:
-        return self._sample(self._snapshots(histories, until), self.max_rows, censored=False)
-
-    def _snapshots(self, histories: dict[str, Any], until: int) -> pd.DataFrame:
-        """Every key's row at every cut, censored ones too (label NaN or ≥ window)."""
         frame = histories["frame"]
         if self.level == "category" and not hasattr(self, "categories_"):
             self.categories_ = sorted(set(frame.attrs["keys"]["category"]))
@@ -413,9 +416,7 @@ class NextPurchase(Estimator):
         self._check()
         if hasattr(self, "categories_"):
             del self.categories_
-        if data.until is None:
-            raise NudgeError("next_purchase needs training data with a watermark (until); got until=None")
-        snapshots = self._snapshots(self._histories(data.states), day_number(data.until))
+        snapshots = self._snapshots(data)
         table = self._sample(snapshots, self.max_rows, censored=False)
         left_out = {"label", "cut", *(CATEGORY_LEFT_OUT if self.level == "category" else ())}
         self.columns_ = [c for c in table.columns if c not in left_out]
@@ -442,8 +443,7 @@ class NextPurchase(Estimator):
         label, window = table["label"].to_numpy(dtype=float), table["window"].to_numpy()
         bought = label < window  # NaN (no purchase seen) is censored too
         days = np.where(bought, label + 1, window).astype(np.int64)
-        row = np.repeat(np.arange(len(table)), days)
-        ahead = np.arange(len(row)) - np.repeat(np.cumsum(days) - days, days)
+        row, ahead = _expand(days)
         y = ahead == np.repeat(np.where(bought, label, -1), days)
         if self.hazard_negatives < 1:
             # Keep every purchase day and a seeded share of the no-purchase days; `_hazard_curve` scales the odds
