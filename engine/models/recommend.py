@@ -596,15 +596,15 @@ class RankedRecommender(_TopN):
         cut = now - pd.Timedelta(days=self.label_days)
         inter, ranked, explore = self._frames(lines, cut)
         assert ranked is not None
-        training = {False: [_labelled(inter, ranked, lines, cut, now)],
-                    True: [_labelled(inter, explore, lines, cut, now)]}
+        bought = _bought(inter, lines, cut, now)
+        training = {False: [_labelled(inter, ranked, bought)], True: [_labelled(inter, explore, bought)]}
         for k in range(1, self.explore_cuts):
             earlier = cut - pd.Timedelta(days=k * self.explore_cut_days)
             if not (lines["event_time"] < earlier).any():
                 break
             inter_k, _, explore_k = self._frames(lines, earlier, repeat=False)
-            training[True].append(_labelled(inter_k, explore_k, lines, earlier,
-                                            earlier + pd.Timedelta(days=self.label_days)))
+            bought_k = _bought(inter_k, lines, earlier, earlier + pd.Timedelta(days=self.label_days))
+            training[True].append(_labelled(inter_k, explore_k, bought_k))
         models = []
         for unseen in (False, True):
             columns = list(EXPLORE_FEATURES if unseen else FEATURES)
@@ -663,19 +663,23 @@ class RankedRecommender(_TopN):
             self.ranked_ = stored
 
 
-def _labelled(inter: Interactions, frame: pd.DataFrame, lines: pd.DataFrame, start: pd.Timestamp,
-              end: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows of `frame` (candidates at `start`) of customers buying in [start, end), and whether each was bought."""
+def _bought(inter: Interactions, lines: pd.DataFrame, start: pd.Timestamp,
+            end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (c * products + p) of what was bought in [start, end), and the customers (c) buying then."""
     later = lines[(lines["event_time"] >= start) & (lines["event_time"] < end)
                   & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
     c = inter.customers.get_indexer(later["customer_id"].astype(str))
     p = inter.products.get_indexer(later["product_id"].astype(str))
     known = (c >= 0) & (p >= 0)
-    n_products = len(inter.products)
-    bought = np.unique(c[known].astype(np.int64) * n_products + p[known])
-    active = np.unique(c[c >= 0])  # customers seen on both sides of the cut
+    return np.unique(c[known].astype(np.int64) * len(inter.products) + p[known]), np.unique(c[c >= 0])
+
+
+def _labelled(inter: Interactions, frame: pd.DataFrame,
+              bought: tuple[np.ndarray, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of `frame` (candidates at the cut) of customers buying after it, and whether each was bought."""
+    codes, active = bought  # active: customers seen on both sides of the cut
     frame = frame[np.isin(frame["c"].to_numpy(), active)]
-    label = np.isin(frame["c"].to_numpy().astype(np.int64) * n_products + frame["p"].to_numpy(), bought)
+    label = np.isin(frame["c"].to_numpy().astype(np.int64) * len(inter.products) + frame["p"].to_numpy(), codes)
     return frame, label
 
 
