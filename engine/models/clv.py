@@ -25,6 +25,7 @@ from typing import ClassVar, Self
 import numpy as np
 import pandas as pd
 from lifetimes import BetaGeoFitter, GammaGammaFitter
+from sklearn.metrics import roc_auc_score
 
 from engine.errors import ConfigError, NudgeError
 from engine.events import CustomerProfile
@@ -261,11 +262,33 @@ def _days_between(state: CustomerState, start: int, end: int) -> int:
     return int(((days >= start) & (days < end)).sum())
 
 
+def buy_again_auc(model: CLVModel, summary: pd.DataFrame, again: np.ndarray, expected: np.ndarray,
+                  naive: np.ndarray) -> dict[str, float]:
+    """ROC AUC of "buys again after the split" for BG/NBD's expected purchase days, with its baselines.
+
+    Baselines: P(alive) alone, the naive rate (repeat days ÷ T) and recency (fewer days since the last purchase
+    day ranks higher). NaN when every household, or none, buys again.
+    """
+    if again.all() or not again.any():
+        nan = float("nan")
+        return {"buy_again_auc": nan, "buy_again_auc_p_alive": nan, "buy_again_auc_naive_rate": nan,
+                "buy_again_auc_recency": nan}
+    p_alive = model.predict(summary)["p_alive"].to_numpy()
+    since_last = (summary["T"] - summary["recency"]).to_numpy()
+    return {
+        "buy_again_auc": float(roc_auc_score(again, expected)),
+        "buy_again_auc_p_alive": float(roc_auc_score(again, p_alive)),
+        "buy_again_auc_naive_rate": float(roc_auc_score(again, naive)),
+        "buy_again_auc_recency": float(roc_auc_score(again, -since_last)),
+    }
+
+
 def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     """BG/NBD holdout MAE of purchase days after the split vs the naive rate model, for households in train.
 
     Truth: distinct purchase days per household from the split to the end of the data (horizon = the
     split's date to the last test day, inclusive). Naive: repeat purchase days so far ÷ T × horizon.
+    Also the AUC of buying again at all in that period (`buy_again_auc`).
     """
     model = CLVModel().fit(train)
     summary = model.summary_
@@ -282,6 +305,7 @@ def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     return {
         "bgnbd_holdout_mae": float(np.abs(predicted - actual).mean()),
         "bgnbd_holdout_mae_naive": float(np.abs(naive - actual).mean()),
+        **buy_again_auc(model, summary, actual > 0, predicted, naive),
         "bgnbd_penalizer": model.bgnbd_penalizer_,
         "holdout_horizon_days": horizon,
         "n_bgnbd_households": float(len(summary)),

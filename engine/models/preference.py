@@ -18,6 +18,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator
@@ -89,7 +90,7 @@ class PreferenceScore(Estimator):
 
 
 def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
-    """Share of customer × category pairs re-bought after the split, per score band, and whether it rises."""
+    """Share of customer × category pairs re-bought after the split, per score band, whether it rises, and AUC."""
     model = PreferenceScore().fit(train)
     scored = model.predict(train.states, train.until)
     bought = test_lines[(test_lines["quantity"] > 0) | (test_lines["amount"] > 0)]
@@ -108,4 +109,10 @@ def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     figures["preference_monotone"] = float(all(a < b for a, b in itertools.pairwise(present)))
     # Baseline: the share re-bought over all pairs, what a score that knows nothing would give every band.
     figures["rebuy_share_all"] = float(scored["rebought"].mean())
+    # ROC AUC of the score (6 bands, ties count half) against each of its parts alone.
+    rebought = scored["rebought"].to_numpy()
+    if rebought.any() and not rebought.all():
+        figures["rebuy_auc"] = float(roc_auc_score(rebought, scored["score"]))
+        figures["rebuy_auc_purchase_days"] = float(roc_auc_score(rebought, scored["purchase_days"]))
+        figures["rebuy_auc_share"] = float(roc_auc_score(rebought, scored["share"]))
     return figures

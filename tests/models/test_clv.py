@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from engine.errors import ConfigError
-from engine.models.clv import CLVModel, daily_spend, evaluate, summarize
+from engine.models.clv import CLVModel, buy_again_auc, daily_spend, evaluate, summarize
 from engine.models.data import TrainingData, collect
 from engine.sources.completejourney import CompleteJourneySource
 from engine.state import EPOCH
@@ -123,6 +123,21 @@ def test_evaluate_scores_households_of_the_training_period(split: tuple) -> None
     assert figures["holdout_horizon_days"] == 93  # 2017-10-01 .. 2018-01-01, inclusive
     assert 0 < figures["bgnbd_holdout_mae"] < 20
     assert 0 < figures["bgnbd_holdout_mae_naive"] < 20
+    # Who buys again after the split: BG/NBD's expected purchase days rank them far better than chance.
+    assert 0.7 < figures["buy_again_auc"] <= 1
+    assert all(0 <= figures[f"buy_again_auc_{b}"] <= 1 for b in ("p_alive", "naive_rate", "recency"))
+
+
+def test_buy_again_auc_follows_the_ranking_not_the_scale(model: CLVModel) -> None:
+    summary = _rows([5, 5, 1, 0], [200, 60, 30, 0], [250, 250, 250, 250])
+    again = np.array([True, False, True, False])
+    expected = np.array([4.0, 1.0, 3.0, 2.0])
+    figures = buy_again_auc(model, summary, again, expected, expected * 10)
+    assert figures["buy_again_auc"] == figures["buy_again_auc_naive_rate"] == 1.0
+    # Recency: days since the last purchase day are 50, 190, 220, 250 — the fresher rank first.
+    assert figures["buy_again_auc_recency"] == 0.75
+    nobody = buy_again_auc(model, summary, np.zeros(4, dtype=bool), expected, expected)
+    assert all(np.isnan(v) for v in nobody.values())
 
 
 def test_bad_parameters_are_refused(split: tuple) -> None:

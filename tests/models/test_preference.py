@@ -55,3 +55,4 @@ def test_bands_are_monotone_in_rebuy_share_on_months_10_to_12() -> None:
     shares = [figures[f"rebuy_share_score_{band}"] for band in range(6)]
     assert shares == sorted(shares) and figures["preference_monotone"] == 1.0
     assert shares[5] - shares[0] > 0.5  # the score separates, not just orders
+    assert 0.75 < figures["rebuy_auc"] < 1 and 0.5 < figures["rebuy_auc_share"] < 1
