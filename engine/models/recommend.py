@@ -478,6 +478,10 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # Diversifying the list (at most 1 / 2 / 3 products of one product_category in the top, the rest after) lowered it:
 # 0.1325 / 0.0868 / 0.0484, 0.1367 / 0.0910 / 0.0492, 0.1373 / 0.0913 / 0.0501 (by product_type: 0.1368 / 0.0900 /
 # 0.0494 at 1).
+# Stacked cuts later than the ranker's, whose labels run to the watermark (28 or 56 days instead of 92), 120 trees at
+# 0.05: a cut 28 days before the watermark 0.1352 / 0.0891 / 0.0502, 56 days 0.1442 / 0.0909 / 0.0528, both 0.1393 /
+# 0.0916 / 0.0513, 56 days with the 28-days-earlier cut 0.1445 / 0.0946 / 0.0523 — no better than `explore_cuts=2`
+# (0.1434 / 0.0923 / 0.0524), whose validation gain did not carry over to the test.
 EXPLORE_FEATURES = ("knn", "knn_rank", "als", "als_rank", "popularity", "recent", "category_share", "customer_lines",
                     "cobought", "cobought_rank")
 
