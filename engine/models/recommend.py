@@ -466,6 +466,22 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # alone moves the base by 0.0036): noise. Its recency-decayed share 0.1337 / 0.0898; with the product's share of its
 # sub-category's buyers 0.1414 / 0.0888; share / the sub-category's share of all lines 0.1375 / 0.0898; distinct
 # products bought in it 0.1370 / 0.0913; sub-category share instead of category share 0.1354 / 0.0908: left out.
+# Also tried (session 7, same three checks Jul–Sep / Aug–Sep / Sep, base 0.1376 / 0.0911 / 0.0501, mean 0.0929), all
+# within the seed noise and left out: EASE item-item scores (closed-form ridge on the 3,000 most popular products,
+# binary; ~3.4 s a frame) as a feature with its rank — λ 200: 0.1402 / 0.0911 / 0.0501, λ 800: 0.1391 / 0.0930 /
+# 0.0526, λ 2000: 0.1368 / 0.0926 / 0.0521, 6,000 products (18 s a frame): 0.1396 / 0.0913 / 0.0509; the score alone
+# 0.1427 / 0.0916 / 0.0510; as 30 more candidates it adds 0.2 % of the new products bought. The customer's share of
+# lines and distinct products in the candidate's Complete Journey product_type (0.1380 / 0.0924 / 0.0519) or its
+# manufacturer × product_category (0.1395 / 0.0908 / 0.0498). ALS scores averaged over three seeds (0.1374 / 0.0910 /
+# 0.0502). LightGBM instead of the pointwise classifier: lambdarank (0.1404 / 0.0916 / 0.0514), rank_xendcg (0.1370 /
+# 0.0908 / 0.0515), its binary objective (0.1337 / 0.0897 / 0.0504) — not worth a new dependency.
+# Diversifying the list (at most 1 / 2 / 3 products of one product_category in the top, the rest after) lowered it:
+# 0.1325 / 0.0868 / 0.0484, 0.1367 / 0.0910 / 0.0492, 0.1373 / 0.0913 / 0.0501 (by product_type: 0.1368 / 0.0900 /
+# 0.0494 at 1).
+# Stacked cuts later than the ranker's, whose labels run to the watermark (28 or 56 days instead of 92), 120 trees at
+# 0.05: a cut 28 days before the watermark 0.1352 / 0.0891 / 0.0502, 56 days 0.1442 / 0.0909 / 0.0528, both 0.1393 /
+# 0.0916 / 0.0513, 56 days with the 28-days-earlier cut 0.1445 / 0.0946 / 0.0523 — no better than `explore_cuts=2`
+# (0.1434 / 0.0923 / 0.0524), whose validation gain did not carry over to the test.
 EXPLORE_FEATURES = ("knn", "knn_rank", "als", "als_rank", "popularity", "recent", "category_share", "customer_lines",
                     "cobought", "cobought_rank")
 
