@@ -732,8 +732,50 @@ def recall_at_10(ranked: dict[str, list[str]], truth: dict[str, set[str]],
     return (float(np.mean(scores)) if scores else float("nan")), len(scores)
 
 
+def grouped_auc(groups: np.ndarray, label: np.ndarray, score: np.ndarray) -> tuple[float, int]:
+    """ROC AUC within each group (ties count half), averaged over the groups holding both classes; and their count."""
+    frame = pd.DataFrame({"g": groups, "y": label.astype(bool), "s": score})
+    rank = frame.groupby("g")["s"].rank(method="average")
+    by = frame.assign(r=rank.where(frame["y"], 0.0)).groupby("g")
+    pos, size, rank_sum = by["y"].sum(), by.size(), by["r"].sum()
+    neg = size - pos
+    both = (pos > 0) & (neg > 0)
+    if not both.any():
+        return float("nan"), 0
+    auc = (rank_sum[both] - pos[both] * (pos[both] + 1) / 2) / (pos[both] * neg[both])
+    return float(auc.mean()), int(both.sum())
+
+
+def _candidate_auc(ranked: RankedRecommender, train: TrainingData, truth: dict[str, set[str]]) -> dict[str, float]:
+    """AUC of the ranker and of explore over their own candidates at the split (bought after it or not), per
+    customer, next to single features on the same candidates."""
+    from threadpoolctl import threadpool_limits
+
+    inter, repeat_frame, explore_frame = ranked._frames(train.lines, pd.Timestamp(_watermark(train)))
+    assert repeat_frame is not None
+    ids = [(cid, pid) for cid, bought in truth.items() for pid in bought]
+    c_true = inter.customers.get_indexer([cid for cid, _ in ids])
+    p_true = inter.products.get_indexer([pid for _, pid in ids])
+    known = (c_true >= 0) & (p_true >= 0)  # products first sold after the split are in no candidate list
+    codes = c_true[known].astype(np.int64) * len(inter.products) + p_true[known]
+    out: dict[str, float] = {}
+    for name, model, frame, columns, baselines in (
+            ("auc_product", ranked.ranker_, repeat_frame, FEATURES, {"als": "als", "repeat_decay90": "decayed"}),
+            ("auc_new", ranked.explorer_, explore_frame, EXPLORE_FEATURES, {"als": "als", "neighbours": "knn"})):
+        c = frame["c"].to_numpy()
+        label = np.isin(c.astype(np.int64) * len(inter.products) + frame["p"].to_numpy(), codes)
+        with threadpool_limits(1):
+            score = model.predict_proba(frame[list(columns)].to_numpy(float))[:, 1]
+        out[name], out[f"n_customers_{name}"] = grouped_auc(c, label, score)
+        for baseline, column in baselines.items():
+            out[f"{name}_{baseline}"], _ = grouped_auc(c, label, frame[column].to_numpy(float))
+    return out
+
+
 def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     """recall@10 (product, new-to-customer, category) of the ranker, explore and the category model, with baselines.
+
+    auc_product / auc_new: how well the ranker and explore order their own candidates (see `_candidate_auc`).
 
     recall10_category is `CategoryRecommender`; recall10_category_als the customer × category ALS it replaced.
     """
@@ -765,6 +807,7 @@ def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     out["recall10_new"], out["n_customers_new"] = recall_at_10(explore, truth, before)
     out["recall10_new_popularity"], _ = recall_at_10(lists(popularity, deep), truth, before)
     out["recall10_new_als"], _ = recall_at_10(lists(als, deep), truth, before)
+    out.update(_candidate_auc(ranked, train, truth))
 
     cat_after = bought_after.assign(customer_id=customers, category=bought_after["category"].astype(str))
     cat_truth = {c: set(g) for c, g in cat_after["category"].groupby(cat_after["customer_id"])}

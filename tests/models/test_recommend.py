@@ -8,8 +8,12 @@ import copy
 import os
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
 
 from engine.errors import ConfigError
 from engine.events import Line, Purchase
@@ -22,6 +26,7 @@ from engine.models.recommend import (
     RankedRecommender,
     RepeatRecommender,
     evaluate,
+    grouped_auc,
     interactions,
 )
 from engine.models.refit import models_in
@@ -227,3 +232,17 @@ def test_ranker_beats_personal_repeat_on_the_split() -> None:
     assert figures["recall10_new"] > figures["recall10_new_als"] > figures["recall10_new_popularity"]
     assert figures["recall10_category"] > figures["recall10_category_popularity"]
     assert figures["recall10_category"] > figures["recall10_category_als"]
+    # Both rankers order their own candidates better than the single scores they learn from.
+    assert figures["auc_product"] > max(figures["auc_product_als"], figures["auc_product_repeat_decay90"]) > 0.5
+    assert figures["auc_new"] > max(figures["auc_new_als"], figures["auc_new_neighbours"]) > 0.5
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.integers(0, 3)), min_size=1, max_size=60))
+def test_grouped_auc_is_sklearns_auc_averaged_over_groups_with_both_classes(rows: list) -> None:
+    groups, label, score = (np.array(col) for col in zip(*rows, strict=True))
+    expected = [roc_auc_score(label[groups == g], score[groups == g]) for g in np.unique(groups)
+                if 0 < label[groups == g].sum() < (groups == g).sum()]
+    auc, n = grouped_auc(groups, label, score.astype(float))
+    assert n == len(expected)
+    assert (np.isnan(auc) and not expected) or auc == pytest.approx(np.mean(expected))
