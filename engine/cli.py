@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +19,10 @@ from engine.errors import NudgeError
 from engine.runtime.embedded import EmbeddedRuntime, ReplaySummary
 from engine.sources import Source
 from engine.summary import population_summary
+
+if TYPE_CHECKING:
+    from engine.models.serving import CustomerView
+    from engine.state import CustomerState
 
 app = typer.Typer(help="nudge: purchase events -> customer state -> campaigns, live or replayed on event time.",
                   no_args_is_help=True, add_completion=False)
@@ -191,13 +196,22 @@ def demo() -> None:
 
 
 @app.command()
-def customer(customer_id: str) -> None:
-    """One customer's state: LRFMV and per-category intervals."""
+def customer(
+    customer_id: str,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="Model registry whose serving versions answer.")]
+    = Path("models"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print what the models say as one JSON object.")] = False,
+) -> None:
+    """One customer's state (LRFMV, per-category intervals) and what the serving models say about them."""
     runtime = EmbeddedRuntime(Settings())
     state = runtime.checkpoints.load_states().get(customer_id)
     if state is None:
         _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
     now = runtime.checkpoints.watermark()
+    view = _customer_view(models_dir, customer_id, state, now)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(view), default=str) if view else "{}")
+        return
     console.print(state.lrfmv(now) if now else state)
     table = Table(title=f"customer {customer_id} by top category")
     for col in ("category", "spend", "baskets", "days", "last day", "gap mean", "gap var"):
@@ -206,6 +220,46 @@ def customer(customer_id: str) -> None:
         table.add_row(name, f"{c.spend / 100:,.2f}", str(c.baskets), str(c.purchase_days), str(c.last_day),
                       "-" if c.gap_mean is None else f"{c.gap_mean:.1f}",
                       "-" if c.gap_var is None else f"{c.gap_var:.1f}")
+    console.print(table)
+    if view is None:
+        console.print(f"no models in {models_dir}: `nudge refit --models-dir {models_dir}` fits them")
+    else:
+        _print_view(view)
+
+
+def _customer_view(models_dir: Path, customer_id: str, state: CustomerState,
+                   now: datetime | None) -> CustomerView | None:
+    from engine.models.serving import customer_view
+
+    registry = Registry(models_dir)
+    if now is None or not models_dir.is_dir() or not registry.names():
+        return None
+    return customer_view(registry, customer_id, state, now)
+
+
+def _print_view(view: CustomerView) -> None:
+    table = Table(title=f"customer {view.customer_id} as the serving models see them at {view.as_of:%Y-%m-%d %H:%M}")
+    table.add_column("model")
+    table.add_column("says", overflow="fold")
+    np_ = view.next_purchase
+    rows = [
+        ("segments", f"{view.segment} (grade {view.grade})" if view.segment else None),
+        ("clv", ", ".join(f"{k} {v:,.2f}" for k, v in view.clv.items()) or None),
+        ("next_purchase", f"{np_['date']} (range {np_['low']} .. {np_['high']})" if np_ else None),
+        ("recommend", ", ".join(view.recommended) or None),
+        ("explore", ", ".join(view.explore) or None),
+        ("rules", ", ".join(view.cross_sell) or "(no rule fires)" if "rules" in view.versions else None),
+    ]
+    for name, text in rows:
+        model = "recommend" if name == "explore" else name  # explore is the recommend model's second list
+        if model in view.versions:
+            table.add_row(f"{name} {view.versions[model]}", text or "-")
+    for c in view.categories:
+        dates = c.get("next_purchase")
+        table.add_row(f"  {c['category']}", f"preference {c.get('preference', '-')}"
+                      + (f", next {dates['date']} ({dates['low']} .. {dates['high']})" if dates else ""))
+    for name, reason in view.missing.items():
+        table.add_row(name, f"[red]no answer[/red]: {reason}")
     console.print(table)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -9,11 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from engine.cli import app
+from engine.config import Settings
 from engine.models.data import TrainingData
 from engine.models.refit import refit_all
 from engine.models.registry import Registry
 from engine.models.serving import customer_view
+from engine.runtime.checkpoint import Checkpoint
+from engine.runtime.embedded import EmbeddedRuntime
 
 MODELS = {"segments", "clv", "next_purchase", "next_purchase_category", "preference", "recommend", "rules"}
 
@@ -91,3 +98,24 @@ def test_a_model_without_a_serving_version_is_named_and_the_others_still_answer(
     assert set(view.missing) == {"clv"} and "clv" in view.missing["clv"]
     assert view.clv == {} and set(view.versions) == MODELS - {"clv"}
     assert view.segment is not None and len(view.recommended) == 10
+
+
+def test_cli_customer_shows_what_the_serving_models_say(fitted: tuple, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    train, registry = fitted
+    monkeypatch.setenv("NUDGE_HOME", str(tmp_path / "home"))
+    runtime = EmbeddedRuntime(Settings())
+    runtime.checkpoints.save(Checkpoint("cj", 1, train.until), train.states.values(), [], [])
+    cid = _busy_customer(train)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["customer", cid, "--models-dir", str(registry.root), "--json"])
+    assert shown.exit_code == 0, shown.output
+    figures = json.loads(shown.stdout)
+    assert figures == json.loads(json.dumps(dataclasses.asdict(customer_view(registry, cid, train.states[cid],
+                                                                             train.until)), default=str))
+    table = runner.invoke(app, ["customer", cid, "--models-dir", str(registry.root)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and figures["next_purchase"]["date"] in table.stdout
+    assert figures["segment"] in table.stdout and figures["recommended"][0] in table.stdout
+    assert "explore v0001" in table.stdout and figures["explore"][0] in table.stdout
+    empty = runner.invoke(app, ["customer", cid, "--models-dir", str(tmp_path / "none")])
+    assert empty.exit_code == 0 and "no models in" in empty.stdout
