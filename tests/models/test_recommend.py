@@ -246,3 +246,17 @@ def test_grouped_auc_is_sklearns_auc_averaged_over_groups_with_both_classes(rows
     auc, n = grouped_auc(groups, label, score.astype(float))
     assert n == len(expected)
     assert (np.isnan(auc) and not expected) or auc == pytest.approx(np.mean(expected))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["7", "10", "9", "100", "x", "07"]), min_size=1, max_size=40),
+       st.lists(st.sampled_from(["7", "10", "8", "zz"]), max_size=5))
+def test_factorizing_categorical_ids_equals_factorizing_their_strings(values: list, unused: list) -> None:
+    categorical = pd.Series(pd.Categorical(values, categories=sorted(set(values) | set(unused))))
+    codes, uniques = recommend._factorize(categorical)
+    expected_codes, expected_uniques = pd.factorize(categorical.astype(str), sort=True)
+    assert codes.tolist() == expected_codes.tolist() and uniques.tolist() == expected_uniques.tolist()
+    index = pd.Index(sorted(set(values[::2]) | {"8"}))
+    with_missing = pd.Series(pd.Categorical([*values, None], categories=categorical.cat.categories))
+    assert recommend._indexer(index, with_missing).tolist() == index.get_indexer(
+        [*values, "nan"]).tolist()
