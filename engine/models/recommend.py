@@ -773,24 +773,22 @@ def grouped_auc(groups: np.ndarray, label: np.ndarray, score: np.ndarray) -> tup
     return float(auc.mean()), int(both.sum())
 
 
-def _candidate_auc(ranked: RankedRecommender, train: TrainingData, truth: dict[str, set[str]]) -> dict[str, float]:
+def _candidate_auc(ranked: RankedRecommender, train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     """AUC of the ranker and of explore over their own candidates at the split (bought after it or not), per
     customer, next to single features on the same candidates."""
     from threadpoolctl import threadpool_limits
 
-    inter, repeat_frame, explore_frame = ranked._frames(train.lines, pd.Timestamp(_watermark(train)))
+    now = pd.Timestamp(_watermark(train))
+    inter, repeat_frame, explore_frame = ranked._frames(train.lines, now)
     assert repeat_frame is not None
-    ids = [(cid, pid) for cid, bought in truth.items() for pid in bought]
-    c_true = inter.customers.get_indexer([cid for cid, _ in ids])
-    p_true = inter.products.get_indexer([pid for _, pid in ids])
-    known = (c_true >= 0) & (p_true >= 0)  # products first sold after the split are in no candidate list
-    codes = c_true[known].astype(np.int64) * len(inter.products) + p_true[known]
+    # Labelled as the rankers' training rows are: bought on or after the split, by a customer buying then.
+    bought = _bought(inter, test_lines, now, test_lines["event_time"].max() + pd.Timedelta(seconds=1))
     out: dict[str, float] = {}
     for name, model, frame, columns, baselines in (
             ("auc_product", ranked.ranker_, repeat_frame, FEATURES, {"als": "als", "repeat_decay90": "decayed"}),
             ("auc_new", ranked.explorer_, explore_frame, EXPLORE_FEATURES, {"als": "als", "neighbours": "knn"})):
+        frame, label = _labelled(inter, frame, bought)
         c = frame["c"].to_numpy()
-        label = np.isin(c.astype(np.int64) * len(inter.products) + frame["p"].to_numpy(), codes)
         with threadpool_limits(1):
             score = model.predict_proba(frame[list(columns)].to_numpy(float))[:, 1]
         out[name], out[f"n_customers_{name}"] = grouped_auc(c, label, score)
@@ -834,7 +832,7 @@ def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     out["recall10_new"], out["n_customers_new"] = recall_at_10(explore, truth, before)
     out["recall10_new_popularity"], _ = recall_at_10(lists(popularity, deep), truth, before)
     out["recall10_new_als"], _ = recall_at_10(lists(als, deep), truth, before)
-    out.update(_candidate_auc(ranked, train, truth))
+    out.update(_candidate_auc(ranked, train, test_lines))
 
     cat_after = bought_after.assign(customer_id=customers, category=bought_after["category"].astype(str))
     cat_truth = {c: set(g) for c, g in cat_after["category"].groupby(cat_after["customer_id"])}
