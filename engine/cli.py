@@ -248,7 +248,7 @@ def _print_view(view: CustomerView) -> None:
         ("next_purchase", f"{np_['date']} (range {np_['low']} .. {np_['high']})" if np_ else None),
         ("recommend", ", ".join(view.recommended) or None),
         ("explore", ", ".join(view.explore) or None),
-        ("rules", ", ".join(view.cross_sell) or "(no rule fires)" if "rules" in view.versions else None),
+        ("rules", ", ".join(view.cross_sell) or "(no rule fires)"),
     ]
     for name, text in rows:
         model = "recommend" if name == "explore" else name  # explore is the recommend model's second list
