@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from engine.events import CustomerProfile, Purchase
@@ -34,6 +35,30 @@ class TrainingData:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(pd.util.hash_pandas_object(self.lines, index=False).to_numpy().tobytes())
         return digest.hexdigest()
+
+
+def factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """`pd.factorize(column.astype(str), sort=True)`, without spelling out a string per line when the column is
+    categorical (the lines' ids are): its categories are coded once, then the line codes remapped."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        if len(codes) and codes.min() >= 0:
+            names = column.cat.categories.astype(str)
+            used = np.flatnonzero(np.bincount(codes, minlength=len(names)))
+            order = np.argsort(names.to_numpy()[used], kind="stable")
+            remap = np.full(len(names), -1, dtype=np.int64)
+            remap[used[order]] = np.arange(len(used))
+            return remap[codes], pd.Index(names[used[order]])
+    return pd.factorize(column.astype(str), sort=True)
+
+
+def indexer(index: pd.Index, column: pd.Series) -> np.ndarray:
+    """`index.get_indexer(column.astype(str))`, looking up each category once when the column is categorical."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        looked_up = np.append(index.get_indexer(column.cat.categories.astype(str)), -1)
+        return looked_up[np.where(codes >= 0, codes, len(looked_up) - 1)]
+    return index.get_indexer(column.astype(str))
 
 
 def collect(source: Source, until: datetime | None = None,

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from engine.errors import ConfigError, NudgeError
 from engine.events import UNKNOWN_CATEGORY
 from engine.models.base import Estimator
-from engine.models.data import TrainingData
+from engine.models.data import TrainingData, factorize, indexer
 
 # The BLAS under implicit must run single-threaded: threads make ALS slower here and non-deterministic.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -59,30 +59,6 @@ class Interactions:
     category_share: sp.csr_matrix  # customer × category share of the customer's lines
 
 
-def _factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """`pd.factorize(column.astype(str), sort=True)`, without spelling out a string per line when the column is
-    categorical (the lines' ids are): its categories are coded once, then the line codes remapped."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.cat.codes.to_numpy()
-        if len(codes) and codes.min() >= 0:
-            names = column.cat.categories.astype(str)
-            used = np.flatnonzero(np.bincount(codes, minlength=len(names)))
-            order = np.argsort(names.to_numpy()[used], kind="stable")
-            remap = np.full(len(names), -1, dtype=np.int64)
-            remap[used[order]] = np.arange(len(used))
-            return remap[codes], pd.Index(names[used[order]])
-    return pd.factorize(column.astype(str), sort=True)
-
-
-def _indexer(index: pd.Index, column: pd.Series) -> np.ndarray:
-    """`index.get_indexer(column.astype(str))`, looking up each category once when the column is categorical."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.cat.codes.to_numpy()
-        looked_up = np.append(index.get_indexer(column.cat.categories.astype(str)), -1)
-        return looked_up[np.where(codes >= 0, codes, len(looked_up) - 1)]
-    return index.get_indexer(column.astype(str))
-
-
 def interactions(lines: pd.DataFrame, now: datetime | pd.Timestamp, half_life_days: float = 90.0,
                  recent_days: int = 28) -> Interactions:
     """Aggregate `lines` before `now` per customer and product (returned lines count −1)."""
@@ -90,8 +66,8 @@ def interactions(lines: pd.DataFrame, now: datetime | pd.Timestamp, half_life_da
     lines = lines[lines["event_time"] < now]
     if lines.empty:
         raise NudgeError(f"recommend: no purchase lines before {now.isoformat()} to fit on")
-    cust_codes, customers = _factorize(lines["customer_id"])
-    prod_codes, products = _factorize(lines["product_id"])
+    cust_codes, customers = factorize(lines["customer_id"])
+    prod_codes, products = factorize(lines["product_id"])
     returned = ((lines["quantity"] < 0) | (lines["amount"] < 0)).to_numpy()
     sign = np.where(returned, -1.0, 1.0)
     age = ((now - lines["event_time"]).dt.total_seconds() / DAY).to_numpy()
@@ -113,7 +89,7 @@ def interactions(lines: pd.DataFrame, now: datetime | pd.Timestamp, half_life_da
     shape = (len(customers), len(products))
     counts = sp.csr_matrix((pairs["net"].to_numpy(np.float32), (pairs["c"], pairs["p"])), shape=shape)
 
-    cat_codes, categories = _factorize(lines["category"])
+    cat_codes, categories = factorize(lines["category"])
     category = np.zeros(len(products), dtype=np.int64)
     category[prod_codes] = cat_codes
     popularity = np.bincount(prod_codes, weights=sign, minlength=len(products))
@@ -435,9 +411,9 @@ class CoBought(ProductScores):
         """Score the `products` most popular products for every customer from the baskets of `lines` before now."""
         columns, position = cls._columns(inter, products)
         lines = lines[(lines["event_time"] < inter.now) & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
-        code = _indexer(inter.products, lines["product_id"])
+        code = indexer(inter.products, lines["product_id"])
         col = np.where(code >= 0, position[np.maximum(code, 0)], -1)
-        basket, _ = _factorize(lines["event_id"])
+        basket, _ = factorize(lines["event_id"])
         keep = col >= 0
         baskets = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (basket[keep], col[keep])),
                                 shape=(int(basket.max()) + 1 if len(basket) else 0, len(columns)))
@@ -711,8 +687,8 @@ def _bought(inter: Interactions, lines: pd.DataFrame, start: pd.Timestamp,
     """Codes (c * products + p) of what was bought in [start, end), and the customers (c) buying then."""
     later = lines[(lines["event_time"] >= start) & (lines["event_time"] < end)
                   & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
-    c = _indexer(inter.customers, later["customer_id"])
-    p = _indexer(inter.products, later["product_id"])
+    c = indexer(inter.customers, later["customer_id"])
+    p = indexer(inter.products, later["product_id"])
     known = (c >= 0) & (p >= 0)
     return np.unique(c[known].astype(np.int64) * len(inter.products) + p[known]), np.unique(c[c >= 0])
 

@@ -17,7 +17,7 @@ from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator
-from engine.models.data import TrainingData
+from engine.models.data import TrainingData, factorize, indexer
 
 LEVELS = {"product": "product_id", "category": "category"}
 RULE_COLUMNS = ["antecedents", "consequents", "support", "confidence", "lift"]
@@ -27,12 +27,13 @@ def basket_matrix(lines: pd.DataFrame, column: str, items: list[str] | None = No
                   ) -> tuple[sp.csr_matrix, list[str]]:
     """Baskets × items (bought lines only) as a boolean CSR matrix, and its item names (`items` if given)."""
     bought = lines[(lines["quantity"] > 0) | (lines["amount"] > 0)]
-    values = bought[column].astype(str)
     if items is None:
-        items = sorted(values.unique())
-    col = pd.Index(items).get_indexer(values)
+        col, names = factorize(bought[column])
+        items = list(names)
+    else:
+        col = indexer(pd.Index(items), bought[column])
     keep = col >= 0
-    rows = pd.Categorical(bought["event_id"].astype(str)).codes
+    rows, _ = factorize(bought["event_id"])
     matrix = sp.csr_matrix((np.ones(int(keep.sum()), dtype=bool), (rows[keep], col[keep])),
                            shape=(int(rows.max()) + 1 if len(rows) else 0, len(items)))
     matrix.sum_duplicates()

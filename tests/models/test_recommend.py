@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from engine.errors import ConfigError
 from engine.events import Line, Purchase
 from engine.models import recommend
-from engine.models.data import LINE_COLUMNS, TrainingData, collect
+from engine.models.data import LINE_COLUMNS, TrainingData, collect, factorize, indexer
 from engine.models.recommend import (
     CategoryRecommender,
     CoBought,
@@ -253,10 +253,10 @@ def test_grouped_auc_is_sklearns_auc_averaged_over_groups_with_both_classes(rows
        st.lists(st.sampled_from(["7", "10", "8", "zz"]), max_size=5))
 def test_factorizing_categorical_ids_equals_factorizing_their_strings(values: list, unused: list) -> None:
     categorical = pd.Series(pd.Categorical(values, categories=sorted(set(values) | set(unused))))
-    codes, uniques = recommend._factorize(categorical)
+    codes, uniques = factorize(categorical)
     expected_codes, expected_uniques = pd.factorize(categorical.astype(str), sort=True)
     assert codes.tolist() == expected_codes.tolist() and uniques.tolist() == expected_uniques.tolist()
     index = pd.Index(sorted(set(values[::2]) | {"8"}))
     with_missing = pd.Series(pd.Categorical([*values, None], categories=categorical.cat.categories))
-    assert recommend._indexer(index, with_missing).tolist() == index.get_indexer(
+    assert indexer(index, with_missing).tolist() == index.get_indexer(
         [*values, "nan"]).tolist()
