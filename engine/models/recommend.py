@@ -485,6 +485,25 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # The customer's recent share of lines in the candidate's category (last 28 or 56 days) and its change from the
 # whole history's share: 0.1372 / 0.0903 / 0.0499 (28), 0.1351 / 0.0902 / 0.0500 (56), both changes 0.1377 / 0.0901 /
 # 0.0502.
+# A differently tuned ALS for explore only (the repeat ranker's ALS kept; session 8). Alone, top-10 never-bought
+# by ALS score, Jul–Sep / Aug–Sep: the current ALS 0.1228 / 0.0829 (seeds 1, 2: 0.1238 / 0.0852, 0.1217 / 0.0851);
+# fewer factors help it alone — 32: 0.1302 / 0.0863 (seeds 1, 2: 0.1300 / 0.0875, 0.1306 / 0.0881), 16: 0.1328 /
+# 0.0875, 24: 0.1325 / 0.0888, 48: 0.1281 / 0.0856, 32 with regularization 5 on binary counts: 0.1334 / 0.0902 —
+# and more hurt (128: 0.1120 / 0.0785, 200: 0.0982 / 0.0693); regularization 0.5 / 5 / 50: 0.1230 / 0.0834, 0.1265 /
+# 0.0850, 0.1266 / 0.0830; alpha 5 / 20 / 40: 0.1243 / 0.0816, 0.0927 / 0.0568, 0.0665 / 0.0427; 30 iterations
+# 0.1246 / 0.0833; binary 0.1259 / 0.0851; log1p of the 90-day decayed counts 0.1190 / 0.0795 (alpha 5: 0.1263 /
+# 0.0837); BM25 weighting (K1 100 or 1000, B 0.5-0.9) 0.1039-0.1077 / 0.0684-0.0716; implicit's item-item
+# recommenders: cosine (K 50-200) 0.1260-0.1274 / 0.0832-0.0837, TF-IDF (K 100, 200) 0.1282 / 0.0832, 0.1265 /
+# 0.0843, BM25 (K 50, 200) 0.0447 / 0.0375, 0.0535 / 0.0446. In the ranker (Jul–Sep / Aug–Sep / Sep, base 0.1376 /
+# 0.0911 / 0.0501) none beats the seed noise on all three: 32 factors as two more features (score, rank) 0.1381 /
+# 0.0889 / 0.0497, replacing the ALS features 0.1380 / 0.0909 / 0.0494, features + its top-30 unseen as candidates
+# 0.1423 / 0.0912 / 0.0504 (its seeds 1, 2: 0.1395 / 0.0914 / 0.0514, 0.1384 / 0.0901 / 0.0506), as the ALS of the
+# explore features and candidates 0.1388 / 0.0908 / 0.0510, candidates alone 0.1364 / 0.0896 / 0.0511; 32 factors,
+# regularization 5, binary: features 0.1360 / 0.0904 / 0.0500, replacing 0.1362 / 0.0913 / 0.0514, candidates 0.1378
+# / 0.0902 / 0.0509, features + candidates 0.1392 / 0.0913 / 0.0491, as explore's ALS 0.1385 / 0.0906 / 0.0480;
+# features + candidates with 16 factors 0.1410 / 0.0909 / 0.0514, 24: 0.1386 / 0.0928 / 0.0494, 64 at
+# regularization 5: 0.1403 / 0.0909 / 0.0508, decayed alpha 5: 0.1363 / 0.0898 / 0.0501; 16 factors as explore's
+# ALS 0.1367 / 0.0892 / 0.0505 (features only 0.1359 / 0.0902 / 0.0504): left out.
 EXPLORE_FEATURES = ("knn", "knn_rank", "als", "als_rank", "popularity", "recent", "category_share", "customer_lines",
                     "cobought", "cobought_rank")
 
