@@ -582,9 +582,11 @@ def truth(test_lines: pd.DataFrame, split: datetime, level: str) -> pd.Series:
 def _plain_gb(table: pd.DataFrame, random_state: int) -> HistGradientBoostingRegressor:
     # The censoring window is part of the training design, not a feature: without it the short-window rows
     # would pull the baseline low, so the baseline sees it too (set to the horizon when predicting).
+    # Absolute-error loss, the one the MAE asks for: with the default squared loss the baseline predicts the skewed
+    # mean and is a straw man (split 2017-10-01: customer 8.78 squared vs 8.31 absolute; category 14.76 vs 14.63).
     with threadpool_limits(1):
-        return HistGradientBoostingRegressor(random_state=random_state, early_stopping=False).fit(
-            table[[*GAP_FEATURES, "window"]], table["label"])
+        return HistGradientBoostingRegressor(loss="absolute_error", random_state=random_state,
+                                             early_stopping=False).fit(table[[*GAP_FEATURES, "window"]], table["label"])
 
 
 def evaluate_level(train: TrainingData, test_lines: pd.DataFrame, level: str,
