@@ -504,6 +504,19 @@ FEATURES = ("decayed", "decayed_fast", "net", "days", "since_last", "own_gap", "
 # features + candidates with 16 factors 0.1410 / 0.0909 / 0.0514, 24: 0.1386 / 0.0928 / 0.0494, 64 at
 # regularization 5: 0.1403 / 0.0909 / 0.0508, decayed alpha 5: 0.1363 / 0.0898 / 0.0501; 16 factors as explore's
 # ALS 0.1367 / 0.0892 / 0.0505 (features only 0.1359 / 0.0902 / 0.0504): left out.
+# A directed, temporal transition model (session 8): T[i, j] = share of the customers with i bought in the W days before
+# a reference cut R who newly adopted j in [R, R + L), on the 6,000 most popular products; a customer's score for j = Σ
+# over their last-W-days products of T[i, j]. No leakage: a frame at `now` uses R ≤ now − L, so with L = 92 the
+# July–September training frame (cut Apr 1) has no history before R (its feature is all zero), and the Aug–Sep / Sep
+# ones only 27 / 58 days. Alone (top-10 never-bought, Jul–Sep / Aug–Sep; CoBought 0.1210 / 0.0778, ALS 0.1228 / 0.0829):
+# W=28 0.0959 / 0.0546, W=56 0.0988 / 0.0550, R = now − 92 and − 120 averaged 0.1051 / 0.0562 (W=56), shrinkage 20
+# 0.0975, decayed profile weights 0.0957-0.0967, lift by j's adoption rate (power 0.5 / 1) 0.0553 / 0.0163, L=56 / 28
+# 0.0937 / 0.0856 (shrinkage to L: Jul–Sep only) — mostly popularity. In the ranker (base 0.1376 / 0.0911 / 0.0501),
+# score + rank as features: W=56 two cuts 0.1376 / 0.0905 / 0.0524, W=28 0.1376 / 0.0902 / 0.0511, lift 0.1376 / 0.0905
+# / 0.0521, L=56 0.1405 / 0.0903 / 0.0499, L=56 W=56 two cuts 0.1382 / 0.0910 / 0.0508, L=28 0.1387 / 0.0886 / 0.0505;
+# its top 30 as candidates 0.1374 / 0.0904 / 0.0500 (L=56: 0.1333 / 0.0895 / 0.0507), both 0.1374 / 0.0892 / 0.0500
+# (L=56): within the seed noise, left out. (The rank of an all-zero score must be constant: ranked by frame order it
+# looked like a gain, 0.1412 on Jul–Sep.)
 EXPLORE_FEATURES = ("knn", "knn_rank", "als", "als_rank", "popularity", "recent", "category_share", "customer_lines",
                     "cobought", "cobought_rank")
 
