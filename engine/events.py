@@ -50,6 +50,11 @@ def is_return_line(line: tuple) -> bool:
     return line[2] < 0 or line[3] < 0
 
 
+def is_bought_line(line: tuple) -> bool:
+    """Not a return, and not a line of quantity 0 and amount 0 (a voided or zero-value scan, which buys nothing)."""
+    return not is_return_line(line) and (line[2] > 0 or round(line[3] * 100) > 0)
+
+
 class Purchase(BaseModel):
     """One basket: the engine's purchase event. Service uses (no product lines) carry `amount` alone."""
 

@@ -287,8 +287,9 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
 
     ts = int(when.timestamp())
     categories = state.categories
-    # One pass over the lines: spend and (for bought lines) basket and day per top category, units,
-    # product counts (+1 a bought line, -1 a returned line) and the lines' part of the content digest.
+    # One pass over the lines: spend and (for bought lines) basket and day per top category, units, product counts
+    # (+1 a bought line, -1 a returned line) and the lines' part of the content digest. A line of quantity 0 and
+    # amount 0 (a voided or zero-value scan) is neither: a basket of only those is not a purchase day.
     total = 0
     lines_sum = 0
     any_bought = False
@@ -302,6 +303,8 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
             c = round(amount * 100)
             total += c
             lines_sum += hash((crc32(pid.encode()), quantity, c))  # = events.line_key, inlined: hot loop
+            if quantity == 0 and c == 0:  # a voided or zero-value scan: nothing bought, nothing returned, no spend
+                continue
             top = category[0]
             stats = categories.get(top)
             if stats is None:

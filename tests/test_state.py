@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 import statistics
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConflictingDuplicate, OutOfRange
-from engine.events import Line, Purchase
+from engine.events import Line, Purchase, is_bought_line
 from engine.state import EPOCH, CustomerState, Novelty, StatePolicy, apply
 
 T0 = datetime(2021, 3, 1, 9, 30, tzinfo=UTC)
@@ -68,6 +69,24 @@ def test_returns_lower_spend_but_are_not_purchases() -> None:
     assert s.products["tv"] == 0  # bought once, returned once: never a recommendation
     assert s.units == 2
     assert s.categories["ELEC"].baskets == 2
+
+
+def test_a_zero_line_buys_nothing_and_a_basket_of_only_those_is_no_purchase_day() -> None:
+    s = fold([
+        basket("r1", 0, [Line("milk", ("DAIRY",), 1, 1.5), Line("void", ("DAIRY",), 0, 0.0)]),
+        basket("z1", 4, [Line("coupon", ("MISC",), 0, 0.0), Line("void", ("DAIRY",), 0, 0.0)]),  # nothing bought
+        basket("r2", 9, [Line("milk", ("DAIRY",), 1, 1.5), Line("free", ("DAIRY",), 1, 0.0)]),  # free, but bought
+    ])
+    assert s.baskets == 2 and list(s.days) == [d - EPOCH for d in (T0.date().toordinal(),
+                                                                   (T0 + timedelta(days=9)).date().toordinal())]
+    assert s.products == {"milk": 2, "free": 1}
+    assert s.categories["DAIRY"].purchase_days == 2 and "MISC" not in s.categories  # no empty category either
+    assert s.events == 3  # still applied: a replay of z1 is a no-op, a conflicting z1 is refused
+    before = copy.deepcopy(s)
+    apply(s, basket("z1", 4, [Line("coupon", ("MISC",), 0, 0.0), Line("void", ("DAIRY",), 0, 0.0)]))
+    assert s == before and s.events == 3
+    with pytest.raises(ConflictingDuplicate):
+        apply(s, basket("z1", 4, [Line("coupon", ("MISC",), 1, 0.5)]))
 
 
 def test_service_use_without_lines_counts_by_affiliate() -> None:
@@ -158,7 +177,7 @@ def test_applying_again_changes_nothing(events: list[Purchase], rnd: random.Rand
 @given(histories())
 def test_state_matches_a_recount_of_its_events(events: list[Purchase]) -> None:
     s = fold(events)
-    bought = [e for e in events if not e.is_return]
+    bought = [e for e in events if any(is_bought_line(ln) for ln in e.lines) or (not e.lines and e.amount >= 0)]
     days = sorted({e.event_time.date().toordinal() - EPOCH for e in bought})
     assert s.spend == sum(round(ln[3] * 100) for e in events for ln in e.lines) + sum(
         round(e.amount * 100) for e in events if not e.lines)
@@ -171,7 +190,7 @@ def test_state_matches_a_recount_of_its_events(events: list[Purchase]) -> None:
         assert s.last_ts == max(int(e.event_time.timestamp()) for e in bought)
     for top, stats in s.categories.items():
         cat_days = sorted({e.event_time.date().toordinal() - EPOCH for e in events
-                           if any(ln[1][0] == top and not (ln[2] < 0 or ln[3] < 0) for ln in e.lines)
+                           if any(ln[1][0] == top and is_bought_line(ln) for ln in e.lines)
                            or (not e.lines and top == f"service:{e.affiliate}" and e.amount >= 0)})
         assert list(stats.days) == cat_days
         cat_gaps = [b - a for a, b in itertools.pairwise(cat_days)]
