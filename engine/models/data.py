@@ -61,6 +61,13 @@ def indexer(index: pd.Index, column: pd.Series) -> np.ndarray:
     return index.get_indexer(column.astype(str))
 
 
+def bought_mask(lines: pd.DataFrame) -> pd.Series:
+    """Lines that buy something: not a return, and not a line of quantity 0 and amount 0 (a voided or zero-value
+    scan); `engine.events.is_bought_line` line by line, as `apply` counts them."""
+    quantity, amount = lines["quantity"], lines["amount"]
+    return (quantity >= 0) & (amount >= 0) & ((quantity > 0) | (amount.round(2) > 0))
+
+
 def collect(source: Source, until: datetime | None = None,
             policy: StatePolicy = DEFAULT_POLICY) -> tuple[TrainingData, pd.DataFrame]:
     """Fold `source` into states up to `until`; return them with their lines, and the lines after `until`.

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from engine.errors import ConfigError, NudgeError
 from engine.events import UNKNOWN_CATEGORY
 from engine.models.base import Estimator
-from engine.models.data import TrainingData, factorize, indexer
+from engine.models.data import TrainingData, bought_mask, factorize, indexer
 
 # The BLAS under implicit must run single-threaded: threads make ALS slower here and non-deterministic.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -63,7 +63,8 @@ def interactions(lines: pd.DataFrame, now: datetime | pd.Timestamp, half_life_da
                  recent_days: int = 28) -> Interactions:
     """Aggregate `lines` before `now` per customer and product (returned lines count −1)."""
     now = pd.Timestamp(now)
-    lines = lines[lines["event_time"] < now]
+    # A voided or zero-value scan (quantity 0, amount 0) is neither bought nor returned: it is left out.
+    lines = lines[(lines["event_time"] < now) & ((lines["quantity"] != 0) | (lines["amount"].round(2) != 0))]
     if lines.empty:
         raise NudgeError(f"recommend: no purchase lines before {now.isoformat()} to fit on")
     cust_codes, customers = factorize(lines["customer_id"])
@@ -410,7 +411,7 @@ class CoBought(ProductScores):
     def fit(cls, inter: Interactions, lines: pd.DataFrame, products: int, power: float) -> CoBought:
         """Score the `products` most popular products for every customer from the baskets of `lines` before now."""
         columns, position = cls._columns(inter, products)
-        lines = lines[(lines["event_time"] < inter.now) & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
+        lines = lines[(lines["event_time"] < inter.now) & bought_mask(lines)]
         code = indexer(inter.products, lines["product_id"])
         col = np.where(code >= 0, position[np.maximum(code, 0)], -1)
         basket, _ = factorize(lines["event_id"])
@@ -717,8 +718,7 @@ class RankedRecommender(_TopN):
 def _bought(inter: Interactions, lines: pd.DataFrame, start: pd.Timestamp,
             end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
     """Codes (c * products + p) of what was bought in [start, end), and the customers (c) buying then."""
-    later = lines[(lines["event_time"] >= start) & (lines["event_time"] < end)
-                  & (lines["quantity"] >= 0) & (lines["amount"] >= 0)]
+    later = lines[(lines["event_time"] >= start) & (lines["event_time"] < end) & bought_mask(lines)]
     c = indexer(inter.customers, later["customer_id"])
     p = indexer(inter.products, later["product_id"])
     known = (c >= 0) & (p >= 0)
@@ -812,7 +812,7 @@ def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
 
     recall10_category is `CategoryRecommender`; recall10_category_als the customer × category ALS it replaced.
     """
-    bought_after = test_lines[(test_lines["quantity"] >= 0) & (test_lines["amount"] >= 0)]
+    bought_after = test_lines[bought_mask(test_lines)]
     known = {cid for cid, s in train.states.items() if s.baskets > 0} if train.states else \
         set(train.lines["customer_id"].astype(str))
     bought_after = bought_after[bought_after["customer_id"].astype(str).isin(known)]

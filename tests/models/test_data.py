@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.models.data import LINE_COLUMNS, collect
+from engine.events import is_bought_line
+from engine.models.data import LINE_COLUMNS, bought_mask, collect
 from engine.sources.completejourney import CompleteJourneySource
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
@@ -30,3 +33,11 @@ def test_collect_splits_lines_at_the_watermark(cj_tables: dict, cj_households: s
     assert bought["basket_id"].nunique() < before["basket_id"].nunique()  # the subset holds a zero-only basket
     assert len(train.profiles) == len(cj_households)
     assert train.data_hash == collect(source, until=SPLIT)[0].data_hash
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2, 3), st.integers(-300, 300)), min_size=1, max_size=30))
+def test_bought_mask_is_the_states_bought_line(rows: list) -> None:
+    lines = [("p", ("TOP",), quantity, cents / 100) for quantity, cents in rows]
+    frame = pd.DataFrame({"quantity": [q for _, _, q, _ in lines], "amount": [a for _, _, _, a in lines]})
+    assert bought_mask(frame).tolist() == [is_bought_line(line) for line in lines]
