@@ -20,10 +20,12 @@ test period.
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar, Self
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+import structlog
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from sklearn.metrics import roc_auc_score
 
@@ -32,6 +34,8 @@ from engine.events import CustomerProfile
 from engine.models.base import Estimator
 from engine.models.data import TrainingData
 from engine.state import EPOCH, CustomerState
+
+log = structlog.get_logger(__name__)
 
 SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary")
 DAYS_PER_MONTH = 30  # lifetimes' own convention for CLV months when T is in days
@@ -123,6 +127,20 @@ def _fit_gamma_gamma(summary: pd.DataFrame, penalizer: float) -> GammaGammaFitte
         return GammaGammaFitter(penalizer_coef=penalizer).fit(rows["frequency"], rows["monetary"])
 
 
+def _fit_first(fit: Callable[[pd.DataFrame, float], Any], summary: pd.DataFrame, chosen: float,
+               penalizers: tuple[float, ...], validation_mae: dict[float, float], name: str) -> tuple[Any, float]:
+    """Fit with `chosen`, else with the other penalizers in order of their validation error (then size)."""
+    order = [chosen, *sorted((p for p in penalizers if p != chosen), key=lambda p: (validation_mae.get(p, 0.0), p))]
+    failures = []
+    for pen in order:
+        try:
+            return fit(summary, pen), pen
+        except (ValueError, ArithmeticError) as exc:  # lifetimes' ConvergenceError is a ValueError
+            failures.append(f"{pen}: {type(exc).__name__}")
+            log.warning("clv_fit_retry", model=name, penalizer=pen, reason=str(exc).strip())
+    raise NudgeError(f"clv: the {name} fit did not converge with any penalizer ({'; '.join(failures)})")
+
+
 def expected_days(bgf: BetaGeoFitter, summary: pd.DataFrame, horizon: float) -> np.ndarray:
     """Expected purchase days in the next `horizon` days per summary row."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -171,8 +189,15 @@ class CLVModel(Estimator):
         if len(self.summary_) < 10 or len(_gg_rows(self.summary_)) < 10:
             raise NudgeError(f"clv: too few customers to fit ({len(self.summary_)} with a purchase day, "
                              f"{len(_gg_rows(self.summary_))} with a repeat day and positive spend; need 10 each)")
-        self.bgnbd_ = _fit_bgnbd(self.summary_, self.bgnbd_penalizer_)
-        self.gamma_gamma_ = _fit_gamma_gamma(self.summary_, self.gamma_gamma_penalizer_)
+        # lifetimes' optimiser can fail to converge on the full summaries with the penalizer that won on the
+        # validation window (it did on the full year once the state stopped counting zero-value baskets): the
+        # next-best penalizer serves, and the metrics say which one did and why.
+        validated = self.bgnbd_penalizer_
+        self.bgnbd_, self.bgnbd_penalizer_ = _fit_first(
+            _fit_bgnbd, self.summary_, self.bgnbd_penalizer_, self.penalizers, self.bgnbd_validation_mae_, "BG/NBD")
+        self.gamma_gamma_, self.gamma_gamma_penalizer_ = _fit_first(
+            _fit_gamma_gamma, self.summary_, self.gamma_gamma_penalizer_, self.penalizers,
+            self.gamma_gamma_validation_mae_, "Gamma-Gamma")
         self.customers_ = self.predict(self.summary_)
         if not np.isfinite(self.customers_.to_numpy()).all():
             raise NudgeError(f"clv: BG/NBD penalizer {self.bgnbd_penalizer_} gives non-finite predictions "
@@ -181,6 +206,7 @@ class CLVModel(Estimator):
             "n_customers": float(len(self.summary_)),
             "n_repeat_customers": float((self.summary_["frequency"] > 0).sum()),
             "bgnbd_penalizer": self.bgnbd_penalizer_,
+            "bgnbd_penalizer_validated": validated,  # differs from the above when that one did not converge
             "gamma_gamma_penalizer": self.gamma_gamma_penalizer_,
             "mean_p_alive": float(self.customers_["p_alive"].mean()),
             f"mean_clv_{max(self.months)}m": float(self.customers_[f"clv_{max(self.months)}m"].mean()),

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.errors import ConfigError
-from engine.models.clv import CLVModel, buy_again_auc, daily_spend, evaluate, summarize
+from engine.errors import ConfigError, NudgeError
+from engine.models.clv import CLVModel, _fit_bgnbd, _fit_first, buy_again_auc, daily_spend, evaluate, summarize
 from engine.models.data import TrainingData, collect
 from engine.sources.completejourney import CompleteJourneySource
 from engine.state import EPOCH
@@ -108,6 +108,23 @@ def test_penalizers_are_chosen_on_the_validation_window(model: CLVModel) -> None
     assert np.isfinite(best)
     assert model.gamma_gamma_validation_mae_[model.gamma_gamma_penalizer_] == min(
         model.gamma_gamma_validation_mae_.values())
+
+
+def test_a_penalizer_that_does_not_converge_gives_way_to_the_next_best(model: CLVModel) -> None:
+    assert model.metrics_["bgnbd_penalizer_validated"] == model.bgnbd_penalizer_  # converged here: no fallback
+    mae = {0.0: 1.0, 0.001: 3.0, 0.01: 2.0, 0.1: float("inf")}
+    tried: list[float] = []
+
+    def fit(summary: pd.DataFrame, penalizer: float) -> object:  # the real fit, refusing the first two tried
+        tried.append(penalizer)
+        if len(tried) <= 2:
+            raise ValueError("did not converge")
+        return _fit_bgnbd(summary, penalizer)
+
+    fitted, used = _fit_first(fit, model.summary_, 0.0, (0.0, 0.001, 0.01, 0.1), mae, "BG/NBD")
+    assert tried == [0.0, 0.01, 0.001] and used == 0.001 and fitted.penalizer_coef == 0.001
+    with pytest.raises(NudgeError, match="did not converge with any penalizer"):
+        _fit_first(lambda summary, pen: 1 / 0, model.summary_, 0.0, (0.0, 0.1), mae, "BG/NBD")
 
 
 def test_fit_is_deterministic(split: tuple, model: CLVModel) -> None:
