@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator
-from engine.models.data import TrainingData
+from engine.models.data import TrainingData, bought_mask
 from engine.state import EPOCH, CustomerState
 
 MAX_SCORE = 5
@@ -93,7 +93,7 @@ def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     """Share of customer × category pairs re-bought after the split, per score band, whether it rises, and AUC."""
     model = PreferenceScore().fit(train)
     scored = model.predict(train.states, train.until)
-    bought = test_lines[(test_lines["quantity"] > 0) | (test_lines["amount"] > 0)]
+    bought = test_lines[bought_mask(test_lines)]
     rebought = set(zip(bought["customer_id"].astype(str), bought["category"].astype(str), strict=True))
     scored["rebought"] = [(c, k) in rebought for c, k in zip(scored["customer_id"], scored["category"],
                                                               strict=True)]

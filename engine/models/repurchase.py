@@ -151,7 +151,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator
-from engine.models.data import TrainingData
+from engine.models.data import TrainingData, bought_mask
 from engine.state import EPOCH, CustomerState
 
 LEVELS = ("customer", "category")
@@ -591,7 +591,7 @@ MODELS = [NextPurchase, NextPurchaseCategory]
 
 def truth(test_lines: pd.DataFrame, split: datetime, level: str) -> pd.Series:
     """Days from the split date to the first purchase day on or after it, per key (customer or customer, category)."""
-    bought = test_lines[(test_lines["quantity"] > 0) | (test_lines["amount"] > 0)]
+    bought = test_lines[bought_mask(test_lines)]
     day = bought["event_time"].dt.tz_convert("UTC").dt.normalize()
     keys = ["customer_id"] if level == "customer" else ["customer_id", "category"]
     first = day.groupby([bought[k].astype(str) for k in keys]).min()

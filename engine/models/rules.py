@@ -17,7 +17,7 @@ from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator
-from engine.models.data import TrainingData, factorize, indexer
+from engine.models.data import TrainingData, bought_mask, factorize, indexer
 
 LEVELS = {"product": "product_id", "category": "category"}
 RULE_COLUMNS = ["antecedents", "consequents", "support", "confidence", "lift"]
@@ -26,7 +26,7 @@ RULE_COLUMNS = ["antecedents", "consequents", "support", "confidence", "lift"]
 def basket_matrix(lines: pd.DataFrame, column: str, items: list[str] | None = None,
                   ) -> tuple[sp.csr_matrix, list[str]]:
     """Baskets × items (bought lines only) as a boolean CSR matrix, and its item names (`items` if given)."""
-    bought = lines[(lines["quantity"] > 0) | (lines["amount"] > 0)]
+    bought = lines[bought_mask(lines)]
     if items is None:
         col, names = factorize(bought[column])
         items = list(names)

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator
-from engine.models.data import TrainingData
+from engine.models.data import TrainingData, bought_mask
 from engine.state import EPOCH, CustomerState
 
 FEATURES = ("length", "recency", "frequency", "monetary", "volume")
@@ -273,7 +273,7 @@ def _key(name: str) -> str:
 def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
     """Silhouette, k and per-segment sizes and re-buy shares after the split (the all-buyers share as baseline)."""
     model = SegmentModel().fit(train)
-    bought = test_lines.loc[test_lines["amount"] > 0, "customer_id"].astype(str).unique()
+    bought = test_lines.loc[bought_mask(test_lines), "customer_id"].astype(str).unique()
     rebuy = model.labels_.index.isin(bought)
     figures: dict[str, float] = {"segments_k": float(model.k_), "segments_silhouette": model.metrics_["silhouette"],
                                  "segments_rebuy_share_all": float(rebuy.mean()),

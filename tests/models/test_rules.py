@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from engine.errors import ConfigError, NudgeError
-from engine.models.data import TrainingData
+from engine.models.data import TrainingData, bought_mask
 from engine.models.rules import AssociationRules, basket_matrix, evaluate_level
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
@@ -23,7 +23,7 @@ def subset(cj_split: Callable) -> tuple[TrainingData, pd.DataFrame]:
 
 def bought(lines: pd.DataFrame) -> pd.DataFrame:
     """Lines that buy something: baskets of only zero-quantity, zero-amount lines are not baskets."""
-    return lines[(lines["quantity"] > 0) | (lines["amount"] > 0)]
+    return lines[bought_mask(lines)]
 
 
 @pytest.fixture(scope="module")
