@@ -61,11 +61,15 @@ def indexer(index: pd.Index, column: pd.Series) -> np.ndarray:
     return index.get_indexer(column.astype(str))
 
 
+def voided_mask(lines: pd.DataFrame) -> pd.Series:
+    """Lines of quantity 0 and amount 0 to the cent (voided or zero-value scans): neither bought nor returned."""
+    return (lines["quantity"] == 0) & (lines["amount"].round(2) == 0)
+
+
 def bought_mask(lines: pd.DataFrame) -> pd.Series:
-    """Lines that buy something: not a return, and not a line of quantity 0 and amount 0 (a voided or zero-value
-    scan); `engine.events.is_bought_line` line by line, as `apply` counts them."""
-    quantity, amount = lines["quantity"], lines["amount"]
-    return (quantity >= 0) & (amount >= 0) & ((quantity > 0) | (amount.round(2) > 0))
+    """Lines that buy something: not a return and not voided; `engine.events.is_bought_line` line by line, as
+    `apply` counts them."""
+    return (lines["quantity"] >= 0) & (lines["amount"] >= 0) & ~voided_mask(lines)
 
 
 def collect(source: Source, until: datetime | None = None,

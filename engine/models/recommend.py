@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from engine.errors import ConfigError, NudgeError
 from engine.events import UNKNOWN_CATEGORY
 from engine.models.base import Estimator
-from engine.models.data import TrainingData, bought_mask, factorize, indexer
+from engine.models.data import TrainingData, bought_mask, factorize, indexer, voided_mask
 
 # The BLAS under implicit must run single-threaded: threads make ALS slower here and non-deterministic.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -63,8 +63,7 @@ def interactions(lines: pd.DataFrame, now: datetime | pd.Timestamp, half_life_da
                  recent_days: int = 28) -> Interactions:
     """Aggregate `lines` before `now` per customer and product (returned lines count −1)."""
     now = pd.Timestamp(now)
-    # A voided or zero-value scan (quantity 0, amount 0) is neither bought nor returned: it is left out.
-    lines = lines[(lines["event_time"] < now) & ((lines["quantity"] != 0) | (lines["amount"].round(2) != 0))]
+    lines = lines[(lines["event_time"] < now) & ~voided_mask(lines)]  # a voided scan is neither bought nor returned
     if lines.empty:
         raise NudgeError(f"recommend: no purchase lines before {now.isoformat()} to fit on")
     cust_codes, customers = factorize(lines["customer_id"])
