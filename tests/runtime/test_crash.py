@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.db import connect
-from engine.runtime.checkpoint import CheckpointStore
+from engine.store.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.slow
 
