@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from engine.db import (
     checkpoint,
@@ -53,12 +53,17 @@ class CheckpointStore:
         """The last checkpoint of `source`, if any."""
         with self.engine.connect() as conn:
             row = conn.execute(select(checkpoint).where(checkpoint.c.source == source)).first()
-        if row is None:
-            return None
-        watermark = row.watermark
-        if watermark is not None and watermark.tzinfo is None:  # SQLite drops the zone; we stored UTC
-            watermark = watermark.replace(tzinfo=UTC)
-        return Checkpoint(source, row.position, watermark, Counters(**json.loads(row.counters)), row.complete)
+        return None if row is None else _checkpoint(row)
+
+    def load_all(self) -> list[Checkpoint]:
+        """The checkpoint of every source, by source key."""
+        with self.engine.connect() as conn:
+            return [_checkpoint(row) for row in conn.execute(select(checkpoint).order_by(checkpoint.c.source))]
+
+    def customers(self) -> int:
+        """How many customers have a state."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(customer_state)).scalar_one()
 
     def watermark(self) -> datetime | None:
         """The latest watermark over all sources: the replay clock's "now"."""
@@ -118,3 +123,10 @@ class CheckpointStore:
             conn.execute(delete(customer_profile))
             conn.execute(delete(checkpoint))  # every position assumed the state just cleared
             conn.execute(delete(dead_letter).where(dead_letter.c.source == source))
+
+
+def _checkpoint(row) -> Checkpoint:
+    watermark = row.watermark
+    if watermark is not None and watermark.tzinfo is None:  # SQLite drops the zone; we stored UTC
+        watermark = watermark.replace(tzinfo=UTC)
+    return Checkpoint(row.source, row.position, watermark, Counters(**json.loads(row.counters)), row.complete)

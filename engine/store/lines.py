@@ -141,11 +141,16 @@ class LineStore:
         """Where part `seq` lives."""
         return self.root / f"part-{seq:06d}.parquet"
 
+    def parts(self) -> list[LinePart]:
+        """The committed parts that hold lines, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(line_part).where(~line_part.c.dropped).order_by(line_part.c.seq))
+            return [LinePart(r.seq, r.source, r.purchases, r.lines, _utc(r.first_time), _utc(r.last_time))
+                    for r in rows]
+
     def committed(self) -> list[int]:
         """The sequence numbers of the parts that hold lines, oldest first."""
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(line_part.c.seq).where(~line_part.c.dropped)
-                                     .order_by(line_part.c.seq)).scalars())
+        return [part.seq for part in self.parts()]
 
     def dropped_until(self) -> datetime | None:
         """The latest event time of a part retention dropped: lines up to it may be missing."""
