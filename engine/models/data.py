@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -146,7 +146,8 @@ def line_frame(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame({
         "customer_id": _categorical(table.column("customer_id").take(parents)),
         "event_id": _categorical(table.column("event_id").take(parents)),
-        "event_time": table.column("event_time").take(parents).to_pandas(),
+        # Arrow's "UTC" reads back as ZoneInfo("UTC"): the source path's `to_datetime(utc=True)` gives timezone.utc.
+        "event_time": table.column("event_time").take(parents).to_pandas().dt.tz_convert(UTC),
         "product_id": _categorical(flat.field("product_id")),
         "category": _categorical(pc.list_element(flat.field("category"), 0)),
         "quantity": flat.field("quantity").to_numpy(),

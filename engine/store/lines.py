@@ -213,7 +213,6 @@ class LineStore:
         return len(seqs)
 
 
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
