@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from engine.deadletters import DeadLetter
 from engine.errors import NudgeError
-from engine.events import CustomerProfile, Purchase
+from engine.events import CustomerProfile
 from engine.pipeline import ACCEPTED, DEFAULT_FUTURE_TOLERANCE, Ingest, Step
 from engine.sources import ReplayableSource
 from engine.state import DEFAULT_POLICY, CustomerState, StatePolicy, apply
@@ -92,23 +92,17 @@ def collect(source: ReplayableSource, until: datetime | None = None, policy: Sta
     ingest = Ingest(None, tolerance, policy)
     step = Step(source.key, source.decoder, ingest)
     seen: dict[str, CustomerState] = {}  # the states before `until`, folded alongside
-    chunks: list[pa.Table] = []
-    accepted: list[Purchase] = []
+    accepted = stored.PendingLines()
     for record in source.records():
         result = step(record.raw, record.where, record.position)
         if isinstance(result, DeadLetter) or result[1] not in ACCEPTED:
             continue
         event = result[0]
-        accepted.append(event)
+        accepted.add(event)
         if until is not None and event.event_time < until:
             seen[event.customer_id] = apply(seen.get(event.customer_id), event, policy)
-        if len(accepted) >= COLLECT_CHUNK:  # columns as we go: a year of purchase objects is large
-            chunks.append(stored.purchases_table(accepted))
-            accepted = []
-    chunks.append(stored.purchases_table(accepted))
-    table = pa.concat_tables(chunks)
     states = ingest.states if until is None else seen
-    return _split(table, states, ingest.profiles, until)
+    return _split(accepted.take(), states, ingest.profiles, until)
 
 
 def from_stores(checkpoints: CheckpointStore, lines: LineStore, until: datetime | None = None,
@@ -131,9 +125,6 @@ def from_stores(checkpoints: CheckpointStore, lines: LineStore, until: datetime 
     for purchase in stored.purchases(stored.before(table, until)):
         states[purchase.customer_id] = apply(states.get(purchase.customer_id), purchase, policy)
     return _split(table, states, checkpoints.load_profiles(), until)
-
-
-COLLECT_CHUNK = 20_000  # purchases turned into columns at a time by `collect`
 
 
 def line_frame(table: pa.Table) -> pd.DataFrame:

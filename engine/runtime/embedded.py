@@ -17,13 +17,12 @@ import structlog
 from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
-from engine.events import Purchase
 from engine.pipeline import ACCEPTED, Counters, Ingest, Outcome, Step
 from engine.runtime.clock import WatermarkClock
 from engine.sources import ReplayableSource
 from engine.state import CustomerState
 from engine.store.checkpoints import Checkpoint, CheckpointStore
-from engine.store.lines import LineStore
+from engine.store.lines import LineStore, PendingLines
 
 log = structlog.get_logger("nudge.replay")
 
@@ -81,7 +80,7 @@ class EmbeddedRuntime:
         dirty: set[str] = set()
         dirty_profiles: set[str] = set()
         letters: list[DeadLetter] = []
-        accepted: list[Purchase] = []
+        accepted = PendingLines()
         seq = self.lines.next_seq()
         resumed_from = cp.position
         position = cp.position
@@ -90,7 +89,7 @@ class EmbeddedRuntime:
 
         def save(complete: bool) -> None:
             nonlocal seq
-            part = self.lines.write(seq, source.key, accepted)
+            part = self.lines.write(seq, source.key, accepted.take())
             now = clock.now()
             self.checkpoints.save(
                 Checkpoint(cp.source, position, now, cp.counters.plus(run), complete),
@@ -103,7 +102,6 @@ class EmbeddedRuntime:
             dirty.clear()
             dirty_profiles.clear()
             letters.clear()
-            accepted.clear()
 
         log.info("replay.start", source=source.key, position=position, customers=len(states), fresh=fresh)
         started = time.perf_counter()
@@ -117,7 +115,7 @@ class EmbeddedRuntime:
                     event, outcome = result
                     if outcome in ACCEPTED:
                         dirty.add(event.customer_id)
-                        accepted.append(event)
+                        accepted.add(event)
                     elif outcome is Outcome.PROFILE:
                         dirty_profiles.add(event.customer_id)
                 position = record.position + 1

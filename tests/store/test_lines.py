@@ -68,7 +68,7 @@ def test_a_resumed_replay_stores_each_purchase_once(cj_tables: dict, households:
     # (here holding purchases already stored), and a write cut short.
     seq = crashed.lines.next_seq()
     table = crashed.lines.read()
-    crashed.lines.write(seq, source.key, list(purchases(table.slice(table.num_rows - 40))))
+    crashed.lines.write(seq, source.key, table.slice(table.num_rows - 40))
     (crashed.lines.root / f".part-{seq + 1:06d}.tmp").write_bytes(b"half a part")
     assert len(list(crashed.lines.root.iterdir())) == len(crashed.lines.parts()) + 2
     crashed.replay(source)  # complete: nothing to redo, but the orphans go
