@@ -81,13 +81,14 @@ class EngineRun:
 def engine_pass(source: CompleteJourneySource, tolerance: timedelta, policy: StatePolicy) -> EngineRun:
     """Records -> decode -> process into a dict of states, as `EmbeddedRuntime.replay` without checkpoints."""
     ingest = Ingest(WatermarkClock(), tolerance, policy)
+    decoder = source.decoder
     baskets = 0
     dead_letters = 0
     gc.collect()
     started = time.perf_counter()
     for record in source.records():
         try:
-            if ingest(source.decode(record)) not in (Outcome.DUPLICATE, Outcome.PROFILE):
+            if ingest(decoder.decode(record.raw, record.where)) not in (Outcome.DUPLICATE, Outcome.PROFILE):
                 baskets += 1
         except DecodeError:
             dead_letters += 1
@@ -183,6 +184,7 @@ def incremental_pass(source: CompleteJourneySource, tolerance: timedelta, policy
     baskets, are counted in the first day.
     """
     ingest = Ingest(WatermarkClock(), tolerance, policy)
+    decoder = source.decoder
     per_day: dict[int, float] = {}
     current: int | None = None
     gc.collect()
@@ -198,7 +200,7 @@ def incremental_pass(source: CompleteJourneySource, tolerance: timedelta, policy
                     mark = now
                 current = day
         with contextlib.suppress(DecodeError):  # the engine path over the CJ year has no dead letters
-            ingest(source.decode(record))
+            ingest(decoder.decode(record.raw, record.where))
     if current is not None:
         per_day[current] = per_day.get(current, 0.0) + time.perf_counter() - mark
     return per_day
@@ -306,7 +308,8 @@ def state_memory(source: CompleteJourneySource, tolerance: timedelta, policy: St
     dicts key on and the interned category names were allocated before tracing and do not count; the
     customer id strings (made by the source, held by the states) are added with `sys.getsizeof`.
     """
-    purchases = [e for e in map(source.decode, source.records()) if isinstance(e, Purchase)]
+    decoded = (source.decoder.decode(r.raw, r.where) for r in source.records())
+    purchases = [e for e in decoded if isinstance(e, Purchase)]
     gc.collect()
     tracemalloc.start()
     try:

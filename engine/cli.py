@@ -13,14 +13,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine import logs
+from engine import logs, queries
 from engine.config import Settings
 from engine.errors import NudgeError
 from engine.runtime.embedded import EmbeddedRuntime, ReplaySummary
 from engine.sources import Source
-from engine.summary import population_summary
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from engine.models.data import TrainingData
     from engine.models.serving import CustomerView
     from engine.state import CustomerState
 
@@ -135,14 +137,10 @@ def deadletters(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List records that could not become events, with the reason."""
-    from engine.db import connect
-    from engine.deadletters import list_dead_letters
-
-    letters = list_dead_letters(connect(Settings().database_url), source, limit)
+    letters = queries.dead_letters(EmbeddedRuntime(Settings()).engine, source, limit)
     if as_json:
         for d in letters:
-            typer.echo(json.dumps({"source": d.source, "position": d.position, "where": d.where,
-                                   "reason": d.reason, "raw": d.raw}, ensure_ascii=False))
+            typer.echo(json.dumps(d.model_dump(mode="json"), ensure_ascii=False))
         return
     table = Table(title=f"dead letters ({len(letters)} shown)")
     for col in ("source", "position", "where", "reason"):
@@ -159,26 +157,46 @@ def summary(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON
 
 
 def _print_population(runtime: EmbeddedRuntime, as_json: bool) -> None:
-    states = runtime.checkpoints.load_states()
-    now = runtime.checkpoints.watermark()
-    figures = population_summary(states, now)
+    figures = queries.population(runtime.checkpoints)
     if as_json:
-        typer.echo(json.dumps(figures))
+        typer.echo(figures.model_dump_json())
         return
     head = Table(title="customers", show_header=False)
     for key in ("customers", "buyers", "baskets", "lines", "units"):
-        head.add_row(key, f"{figures[key]:,}")
-    head.add_row("revenue", f"{figures['revenue']:,.2f}")
-    head.add_row("as of", figures["watermark"] or "-")
+        head.add_row(key, f"{getattr(figures, key):,}")
+    head.add_row("revenue", f"{figures.revenue:,.2f}")
+    head.add_row("as of", figures.watermark.isoformat() if figures.watermark else "-")
     console.print(head)
     dist = Table(title="LRFMV distribution (recency at the watermark; length/recency in days)")
     dist.add_column("figure")
-    columns = ("mean", "p0", "p25", "p50", "p75", "p90", "p100")
+    columns = tuple(queries.FigureDistribution.model_fields)
     for col in columns:
         dist.add_column(col, justify="right")
-    for name, row in figures["lrfmv"].items():
-        dist.add_row(name, *(f"{row[c]:,.2f}" for c in columns))
+    for name, row in figures.lrfmv.items():
+        dist.add_row(name, *(f"{getattr(row, c):,.2f}" for c in columns))
     console.print(dist)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """Where each source's replay stands (its checkpoint), and what the line store keeps."""
+    runtime = EmbeddedRuntime(Settings())
+    report = queries.replay_status(runtime.checkpoints, runtime.lines)
+    if as_json:
+        typer.echo(report.model_dump_json())
+        return
+    table = Table(title=f"replays into {runtime.settings.home} ({report.customers:,} customers)")
+    for col in ("source", "position", "complete", "watermark", "purchases", "dead letters"):
+        table.add_column(col, overflow="fold")
+    for s in report.sources:
+        table.add_row(s.source, f"{s.position:,}", "yes" if s.complete else "no",
+                      s.watermark.isoformat() if s.watermark else "-", f"{s.counters['purchases']:,}",
+                      f"{s.counters['dead_letters']:,}")
+    console.print(table)
+    store = report.line_store
+    span = f"{store.first_time:%Y-%m-%d} .. {store.last_time:%Y-%m-%d}" if store.first_time else "empty"
+    console.print(f"line store: {store.parts} part(s), {store.purchases:,} purchases, {store.lines:,} lines ({span})"
+                  + (f"; dropped up to {store.dropped_until:%Y-%m-%d}" if store.dropped_until else ""))
 
 
 @app.command()
@@ -198,12 +216,13 @@ def demo() -> None:
 @app.command()
 def customer(
     customer_id: str,
-    models_dir: Annotated[Path, typer.Option("--models-dir", help="Model registry whose serving versions answer.")]
-    = Path("models"),
+    models_dir: Annotated[Path | None, typer.Option("--models-dir", help="Model registry whose serving versions "
+                                                    "answer (default: the models_dir setting).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what the models say as one JSON object.")] = False,
 ) -> None:
     """One customer's state (LRFMV, per-category intervals) and what the serving models say about them."""
     runtime = EmbeddedRuntime(Settings())
+    models_dir = models_dir or runtime.settings.models_dir
     state = runtime.checkpoints.load_states().get(customer_id)
     if state is None:
         _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
@@ -268,19 +287,20 @@ def _print_view(view: CustomerView) -> None:
 
 import math  # noqa: E402  (kept with the commands that need them)
 from datetime import UTC, datetime  # noqa: E402
+from time import perf_counter  # noqa: E402
 
-from engine.models.registry import Registry, Version  # noqa: E402
+from engine.models.registry import Registry  # noqa: E402
 
 models_app = typer.Typer(help="Fitted model versions: list, activate, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Root of the model registry.")]
-DEFAULT_MODELS_DIR = Path("models")
+ModelsDir = Annotated[Path | None, typer.Option("--models-dir",
+                                                help="Root of the model registry (default: the models_dir setting).")]
 KEY_METRICS_SHOWN = 3
 
 
-def _registry(models_dir: Path) -> Registry:
-    return Registry(models_dir)
+def _registry(models_dir: Path | None) -> Registry:
+    return Registry(models_dir or Settings().models_dir)
 
 
 def _utc_date(text: str, option: str) -> datetime:
@@ -291,34 +311,29 @@ def _utc_date(text: str, option: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _version_row(v: Version) -> list[str]:
+def _version_row(v: queries.ModelVersion) -> list[str]:
     metrics = ", ".join(f"{k}={val:.4g}" if val is not None else f"{k}=n/a"
                         for k, val in list(v.metrics.items())[:KEY_METRICS_SHOWN])
     return [v.name, v.version, "*" if v.active else "", v.created.strftime("%Y-%m-%d %H:%M:%S"),
             v.watermark.isoformat() if v.watermark else "-", metrics]
 
 
-def _version_dict(v: Version) -> dict:
-    return {"name": v.name, "version": v.version, "active": v.active, "created": v.created.isoformat(),
-            "watermark": v.watermark.isoformat() if v.watermark else None, "data_hash": v.data_hash,
-            "metrics": v.metrics, "params": v.params, "fit_seconds": v.fit_seconds}
-
-
 @models_app.command("list")
 def models_list(
     name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-    models_dir: ModelsDir = DEFAULT_MODELS_DIR,
+    models_dir: ModelsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per version, a line each.")] = False,
 ) -> None:
     """Versions of each model: which serves, when it was fitted, on data up to when, key metrics."""
     registry = _registry(models_dir)
-    names = [name] if name else registry.names()
-    if name and name not in registry.names():
-        _fail(NudgeError(f"no model {name!r} in {models_dir} (models: {', '.join(registry.names()) or 'none'})"))
-    versions = [v for n in names for v in registry.list(n)]
+    models_dir = registry.root
+    try:
+        versions = queries.model_versions(registry, name)
+    except NudgeError as exc:
+        _fail(exc)
     if as_json:
         for v in versions:
-            typer.echo(json.dumps(_version_dict(v)))
+            typer.echo(v.model_dump_json())
         return
     table = Table(title=f"models in {models_dir}")
     for col in ("name", "version", "active", "created (UTC)", "watermark", "key metrics"):
@@ -331,7 +346,7 @@ def models_list(
 
 
 @models_app.command("activate")
-def models_activate(name: str, version: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR) -> None:
+def models_activate(name: str, version: str, models_dir: ModelsDir = None) -> None:
     """Make VERSION the one that serves NAME."""
     try:
         v = _registry(models_dir).activate(name, version)
@@ -341,7 +356,7 @@ def models_activate(name: str, version: str, models_dir: ModelsDir = DEFAULT_MOD
 
 
 @models_app.command("rollback")
-def models_rollback(name: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR) -> None:
+def models_rollback(name: str, models_dir: ModelsDir = None) -> None:
     """Serve the version of NAME that was active before the current one."""
     try:
         v = _registry(models_dir).rollback(name)
@@ -351,13 +366,14 @@ def models_rollback(name: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR) -> No
 
 
 @models_app.command("history")
-def models_history(name: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR,
+def models_history(name: str, models_dir: ModelsDir = None,
                    limit: Annotated[int, typer.Option(help="The last this many events.")] = 20) -> None:
     """Publishes, rejections, failures, activations and rollbacks of NAME, with the reasons."""
-    table = Table(title=f"{name} history in {models_dir}")
+    registry = _registry(models_dir)
+    table = Table(title=f"{name} history in {registry.root}")
     for col in ("time", "event", "version", "reason / detail"):
         table.add_column(col, overflow="fold")
-    for h in _registry(models_dir).history(name)[-limit:]:
+    for h in registry.history(name)[-limit:]:
         detail = h.get("reason") or h.get("replaced") or h.get("removed") or ""
         table.add_row(h["time"][:19], h["event"], h.get("version") or "", str(detail))
     console.print(table)
@@ -366,20 +382,27 @@ def models_history(name: str, models_dir: ModelsDir = DEFAULT_MODELS_DIR,
 @app.command()
 def refit(
     until: Annotated[str | None, typer.Option(help="Fit on events before this date (UTC); default: all.")] = None,
-    models_dir: ModelsDir = DEFAULT_MODELS_DIR,
-    source: Annotated[SourceKind, typer.Option("--source", "-s", help="cj, lpoint or jsonl.")] = SourceKind.cj,
+    models_dir: ModelsDir = None,
+    source: Annotated[SourceKind | None, typer.Option(
+        "--source", "-s", help="Fit once on this source (cj, lpoint or jsonl) instead of what was replayed.")] = None,
     path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
     workers: Annotated[int, typer.Option(help="Models fitted at once, each in its own process.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
-    """Fit every model on the source and publish each through the registry; failures keep the old version."""
+    """Fit every model on what was replayed (or on `--source`) and publish each; failures keep the old version."""
     from engine.models.refit import refit_all
 
     cutoff = _utc_date(until, "--until") if until else None
+    registry = _registry(models_dir)
+    models_dir = registry.root
     try:
-        src = open_source(source, path, Settings(), None)
         with err.status("refit: collecting training data and fitting models", spinner="dots"):
-            report = refit_all(src, _registry(models_dir), until=cutoff, workers=workers)
+            started = perf_counter()
+            data, _ = _training_data(source, path, cutoff)
+            collected = perf_counter() - started
+            report = refit_all(data, registry, until=cutoff, workers=workers)
+            report.collect_seconds += collected
+            report.total_seconds += collected
     except NudgeError as exc:
         _fail(exc)
     if as_json:
@@ -403,17 +426,18 @@ def refit(
 @app.command()
 def evaluate(
     split: Annotated[str, typer.Option(help="Fit before this date (UTC), test on and after it.")] = "2017-10-01",
+    source: Annotated[SourceKind | None, typer.Option(
+        "--source", "-s", help="Evaluate on this source (cj, lpoint or jsonl) instead of what was replayed.")] = None,
+    path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every figure as one JSON object.")] = False,
 ) -> None:
-    """Every model module's figures on the Complete Journey temporal split, each next to its baselines."""
-    from engine.models.data import collect
+    """Every model module's figures on a temporal split of what was replayed, each next to its baselines."""
     from engine.models.refit import evaluate_all, group_baselines
-    from engine.sources.completejourney import CompleteJourneySource
 
     cutoff = _utc_date(split, "--split")
     try:
         with err.status(f"evaluate: collecting the split at {cutoff.date()}", spinner="dots") as status:
-            train, test_lines = collect(CompleteJourneySource(), until=cutoff)
+            train, test_lines = _training_data(source, path, cutoff)
             report = evaluate_all(train, test_lines, split=cutoff,
                                   on_module=lambda m: status.update(f"evaluate: {m}"))
     except NudgeError as exc:
@@ -421,8 +445,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:
-        table = Table(title=f"evaluation on the Complete Journey split at {cutoff.date()} "
-                            f"(fit before, test on and after)")
+        table = Table(title=f"evaluation on the split at {cutoff.date()} (fit before, test on and after)")
         table.add_column("module")
         table.add_column("figure", no_wrap=True)
         table.add_column("value", justify="right", no_wrap=True)
@@ -439,6 +462,18 @@ def evaluate(
         console.print(table)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _training_data(source: SourceKind | None, path: Path | None,
+                   until: datetime | None) -> tuple[TrainingData, pd.DataFrame]:
+    """Training data before `until` and the lines after: from `source` once, or from the engine's stores."""
+    from engine.models.data import collect, from_stores
+
+    settings = Settings()
+    if source is not None:
+        return collect(open_source(source, path, settings, None), until, settings.policy, settings.future_tolerance)
+    runtime = EmbeddedRuntime(settings)
+    return from_stores(runtime.checkpoints, runtime.lines, until, settings.policy)
 
 
 def _figure(value: float) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.pipeline import DEFAULT_FUTURE_TOLERANCE
 from engine.state import DEFAULT_NON_MERCHANDISE, StatePolicy
 
 
@@ -18,12 +19,17 @@ class Settings(BaseSettings):
 
     home: Path = Path(".nudge")
     db_url: str | None = None  # default: SQLite at <home>/nudge.db
+    # The root of the model registry; default <home>/models.
+    models_dir: Path = Field(default_factory=lambda data: Path(data["home"]) / "models")
     checkpoint_every: int = Field(default=20_000, gt=0)
     # An event dated more than this past the clock is a dead letter ("future-dated").
-    future_tolerance_days: float = Field(default=30.0, ge=0)
+    future_tolerance_days: float = Field(default=DEFAULT_FUTURE_TOLERANCE.days, ge=0)
     cj_timezone: str = "UTC"  # Complete Journey's timestamps are naive; this is their zone
     lpoint_timezone: str = "Asia/Seoul"
     non_merchandise: frozenset[str] = DEFAULT_NON_MERCHANDISE
+    # Stored purchase lines older than this behind the watermark are dropped, whole parts at a time; the models
+    # fit on a year of lines.
+    line_retention_days: float = Field(default=400.0, gt=0)
 
     @property
     def database_url(self) -> str:
@@ -31,6 +37,16 @@ class Settings(BaseSettings):
         if self.db_url:
             return self.db_url
         return f"sqlite:///{self.home / 'nudge.db'}"
+
+    @property
+    def lines_dir(self) -> Path:
+        """Where the line store keeps its parts."""
+        return self.home / "lines"
+
+    @property
+    def line_retention(self) -> timedelta:
+        """`line_retention_days` as a timedelta."""
+        return timedelta(days=self.line_retention_days)
 
     @property
     def future_tolerance(self) -> timedelta:

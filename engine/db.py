@@ -1,4 +1,4 @@
-"""The engine's database: customer state, profiles, checkpoints and dead letters (SQLAlchemy Core).
+"""The engine's database: customer state, profiles, checkpoints, dead letters, line-store parts (SQLAlchemy Core).
 
 SQLite by default (the embedded runtime); any SQLAlchemy URL, PostgreSQL included, works the same.
 """
@@ -57,6 +57,20 @@ dead_letter = Table(
     Column("raw", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("source", "position", name="dead_letter_once"),
+)
+
+# The committed parts of the line store (engine/store/lines.py): a part file not listed here was written after
+# the last committed checkpoint. Dropped parts stay listed, so a refold knows the lines no longer start at 0.
+line_part = Table(
+    "line_part", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("source", String, nullable=False),
+    Column("purchases", Integer, nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("first_time", DateTime(timezone=True), nullable=False),
+    Column("last_time", DateTime(timezone=True), nullable=False),
+    Column("dropped", Boolean, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
 )
 
 

@@ -1,18 +1,25 @@
-"""What happens to one decoded event, whichever runtime carries it: pure, no I/O.
+"""What happens to one record, whichever runtime carries it: pure, no I/O.
 
-Runtimes (and the benchmark) feed decoded events to `Ingest`, which calls `process`; no business logic
-lives in a runtime.
+`Step` is the whole per-record path: decode a raw record, `process` the event through `Ingest`, count the
+outcome, or make a dead letter. The embedded runtime and a Kafka consumer call the same `Step` on each
+record and differ only in where records come from and how what changed is persisted.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
-from engine.errors import ConflictingDuplicate, FutureDated
+from engine.deadletters import DeadLetter
+from engine.errors import ConflictingDuplicate, DecodeError, FutureDated
 from engine.events import CustomerProfile, Event, Purchase
-from engine.runtime.clock import Clock
+from engine.runtime.clock import Clock, WatermarkClock
+from engine.sources import Decoder
 from engine.state import CustomerState, StatePolicy, apply
+
+DEFAULT_FUTURE_TOLERANCE = timedelta(days=30)  # how far past the clock an event may be dated (see `process`)
 
 
 class Outcome(Enum):
@@ -52,16 +59,51 @@ def process(
     return state, Outcome.LATE if now is not None and when < now else Outcome.APPLIED
 
 
+ACCEPTED = frozenset({Outcome.APPLIED, Outcome.LATE})  # purchases the state took: what the line store keeps
+
+
+@dataclass
+class Counters:
+    """What a replay has seen; cumulative in a checkpoint, per run in a summary."""
+
+    records: int = 0
+    purchases: int = 0  # applied, late ones included
+    profiles: int = 0
+    late: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+
+    def plus(self, other: Counters) -> Counters:
+        """The sum of two counters."""
+        return Counters(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
+    def count(self, outcome: Outcome | None) -> None:
+        """Count one record by what became of it (None: a dead letter)."""
+        self.records += 1
+        if outcome is None:
+            self.dead_letters += 1
+        elif outcome is Outcome.PROFILE:
+            self.profiles += 1
+        elif outcome is Outcome.DUPLICATE:
+            self.duplicates += 1
+        else:
+            self.purchases += 1
+            if outcome is Outcome.LATE:
+                self.late += 1
+
+
 class Ingest:
     """Decoded events into customer states and profiles, moving the clock: the per-event step of a runtime.
 
     Holds no I/O: the caller persists what changed and counts outcomes.
     """
 
-    def __init__(self, clock: Clock, tolerance: timedelta, policy: StatePolicy,
+    def __init__(self, clock: Clock | None, tolerance: timedelta, policy: StatePolicy,
                  states: dict[str, CustomerState] | None = None,
                  profiles: dict[str, CustomerProfile] | None = None) -> None:
-        self.clock, self.tolerance, self.policy = clock, tolerance, policy
+        # No clock: a replay's, the watermark of the events applied, from nothing.
+        self.clock = WatermarkClock() if clock is None else clock
+        self.tolerance, self.policy = tolerance, policy
         self.states = {} if states is None else states
         self.profiles = {} if profiles is None else profiles
 
@@ -76,3 +118,25 @@ class Ingest:
             self.states[cid] = state
             self.clock.observe(event.event_time)
         return outcome
+
+
+class Step:
+    """One raw record of a source through decode, `process` and the counters: what every runtime calls per record.
+
+    Returns the event and its outcome, or the record's `DeadLetter`; the caller persists what changed.
+    """
+
+    def __init__(self, source: str, decoder: Decoder, ingest: Ingest, counters: Counters | None = None) -> None:
+        self.source, self.decoder, self.ingest = source, decoder, ingest
+        self.counters = Counters() if counters is None else counters
+
+    def __call__(self, raw: Any, where: str, position: int) -> tuple[Event, Outcome] | DeadLetter:
+        """Decode and ingest one record found at `position` (`where` names it for people)."""
+        try:
+            event = self.decoder.decode(raw, where)
+            outcome = self.ingest(event)
+        except DecodeError as exc:
+            self.counters.count(None)
+            return DeadLetter(self.source, position, where, str(exc), raw)
+        self.counters.count(outcome)
+        return event, outcome

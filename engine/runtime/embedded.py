@@ -1,7 +1,9 @@
 """The embedded runtime: one process replays a source on event time into customer state.
 
-The clock is the watermark. State, position and dead letters are checkpointed every N records,
-so a killed replay started again resumes from its last checkpoint and ends in the same state.
+Wiring only: read records, call the core's `Step` on each, persist. The clock is the watermark.
+State, position, dead letters and the purchases accepted since (a line-store part) are checkpointed
+every N records, so a killed replay started again resumes from its last checkpoint and ends in the
+same state with the same stored lines.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import structlog
 from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
-from engine.errors import DecodeError
-from engine.pipeline import Ingest, Outcome
-from engine.runtime.checkpoint import Checkpoint, CheckpointStore, Counters
+from engine.pipeline import ACCEPTED, Counters, Ingest, Outcome, Step
 from engine.runtime.clock import WatermarkClock
-from engine.sources import Source
+from engine.sources import ReplayableSource
 from engine.state import CustomerState
+from engine.store.checkpoints import Checkpoint, CheckpointStore
+from engine.store.lines import LineStore, PendingLines
 
 log = structlog.get_logger("nudge.replay")
 
@@ -47,16 +49,17 @@ class ReplaySummary:
 
 
 class EmbeddedRuntime:
-    """Replays sources into the engine's database."""
+    """Replays sources into the engine's database and line store."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.engine = connect(self.settings.database_url)
         self.checkpoints = CheckpointStore(self.engine)
+        self.lines = LineStore(self.settings.lines_dir, self.engine)
 
     def replay(
         self,
-        source: Source,
+        source: ReplayableSource,
         *,
         fresh: bool = False,
         on_progress: Callable[[int], None] | None = None,
@@ -65,26 +68,37 @@ class EmbeddedRuntime:
         settings = self.settings
         if fresh:
             self.checkpoints.reset(source.key)
+        self.lines.discard_uncommitted()  # parts written after the last checkpoint: this run redoes them
         cp = self.checkpoints.load(source.key) or Checkpoint(source.key)
         states = self.checkpoints.load_states()
         profiles = self.checkpoints.load_profiles()
         clock = WatermarkClock(cp.watermark)
+        step = Step(source.key, source.decoder,
+                    Ingest(clock, settings.future_tolerance, settings.policy, states, profiles))
+        run = step.counters
         every = settings.checkpoint_every
-        ingest = Ingest(clock, settings.future_tolerance, settings.policy, states, profiles)
-        run = Counters()
         dirty: set[str] = set()
         dirty_profiles: set[str] = set()
         letters: list[DeadLetter] = []
+        accepted = PendingLines()
+        seq = self.lines.next_seq()
         resumed_from = cp.position
         position = cp.position
         if on_progress and position:
             on_progress(position)
 
         def save(complete: bool) -> None:
+            nonlocal seq
+            part = self.lines.write(seq, source.key, accepted.take())
+            now = clock.now()
             self.checkpoints.save(
-                Checkpoint(cp.source, position, clock.now(), cp.counters.plus(run), complete),
-                (states[c] for c in dirty), (profiles[c] for c in dirty_profiles), letters,
+                Checkpoint(cp.source, position, now, cp.counters.plus(run), complete),
+                (states[c] for c in dirty), (profiles[c] for c in dirty_profiles), letters, part,
             )
+            if part is not None:
+                seq += 1
+            if now is not None:
+                self.lines.drop_before(now - settings.line_retention)
             dirty.clear()
             dirty_profiles.clear()
             letters.clear()
@@ -94,23 +108,16 @@ class EmbeddedRuntime:
         since_checkpoint = 0
         if not cp.complete:
             for record in source.records(position):
-                run.records += 1
-                try:
-                    event = source.decode(record)
-                    outcome = ingest(event)
-                    if outcome is Outcome.PROFILE:
-                        dirty_profiles.add(event.customer_id)
-                        run.profiles += 1
-                    elif outcome is Outcome.DUPLICATE:
-                        run.duplicates += 1
-                    else:
+                result = step(record.raw, record.where, record.position)
+                if isinstance(result, DeadLetter):
+                    letters.append(result)
+                else:
+                    event, outcome = result
+                    if outcome in ACCEPTED:
                         dirty.add(event.customer_id)
-                        run.purchases += 1
-                        if outcome is Outcome.LATE:
-                            run.late += 1
-                except DecodeError as exc:
-                    run.dead_letters += 1
-                    letters.append(DeadLetter(source.key, record.position, record.where, str(exc), record.raw))
+                        accepted.add(event)
+                    elif outcome is Outcome.PROFILE:
+                        dirty_profiles.add(event.customer_id)
                 position = record.position + 1
                 since_checkpoint += 1
                 if since_checkpoint >= every:

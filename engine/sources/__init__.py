@@ -1,6 +1,8 @@
-"""Sources turn outside data into ordered records; `decode` turns one record into an event.
+"""The boundary between outside data and the engine: a decoder, and a replayable source that carries one.
 
-A record's position is its place in the source's replay order, so a checkpoint can resume there.
+A `Decoder` turns one raw record into an event: what a Kafka consumer calls on each message. A
+`ReplayableSource` adds what a replay needs: its records in replay order, each with its position (its
+place in that order, so a checkpoint can resume there), and the decoder for them.
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ class Record(NamedTuple):
     where: str  # human place, e.g. "transactions.parquet basket 31198570044" or "events.jsonl line 7"
 
 
-class Source(Protocol):
-    """What the runtimes need from any source."""
+class Decoder(Protocol):
+    """Raw record -> event."""
+
+    def decode(self, raw: Any, where: str) -> Event:
+        """The event `raw` holds, or `DecodeError` naming what is wrong and `where`."""
+        ...
+
+
+class ReplayableSource(Protocol):
+    """Ordered records with positions, and their decoder: what the embedded runtime and `collect` read."""
 
     key: str  # names the source in checkpoints and dead letters
+    decoder: Decoder
 
     def __len__(self) -> int:
         """Records in the source (for progress bars)."""
@@ -32,6 +43,5 @@ class Source(Protocol):
         """Records from position `start` on, in replay order."""
         ...
 
-    def decode(self, record: Record) -> Event:
-        """The event a record holds, or `DecodeError` naming what is wrong and where."""
-        ...
+
+Source = ReplayableSource  # the name the refit and the CLI use for any replayable source

@@ -41,10 +41,21 @@ def category_paths(products: pd.DataFrame) -> dict[int, tuple[str, ...]]:
     return paths
 
 
+class CompleteJourneyDecoder:
+    """A Complete Journey record (a dict of `Purchase` or `CustomerProfile` fields) into its event."""
+
+    def decode(self, raw: dict, where: str) -> Event:
+        """Validate the record as a purchase, or as a profile before the baskets."""
+        if "event_id" in raw:
+            return decode_purchase(raw, where)
+        return decode_profile(raw, where)
+
+
 class CompleteJourneySource:
     """Complete Journey households and baskets, replayed on event time."""
 
     key = "cj"
+    decoder = CompleteJourneyDecoder()
 
     def __init__(self, zone: str = "UTC", households: set[int] | None = None,
                  tables: dict[str, pd.DataFrame] | None = None) -> None:
@@ -100,12 +111,6 @@ class CompleteJourneySource:
                 "lines": lines,
             }
             yield Record(n_profiles + b, raw, f"transactions.parquet basket {raw['event_id']}")
-
-    def decode(self, record: Record) -> Event:
-        """Validate the record as a purchase, or as a profile before the baskets."""
-        if "event_id" in record.raw:
-            return decode_purchase(record.raw, record.where)
-        return decode_profile(record.raw, record.where)
 
 
 def _text(value: object) -> str | None:

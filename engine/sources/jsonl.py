@@ -22,7 +22,7 @@ class JsonLinesSource:
 
     def __init__(self, path: str | Path, zone: str = "UTC") -> None:
         self.path = Path(path)
-        self.zone = ZoneInfo(zone)
+        self.decoder = JsonLinesDecoder(zone)
         self.key = f"jsonl:{self.path.resolve()}"
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file")
@@ -45,26 +45,32 @@ class JsonLinesSource:
             if self._lines[i].strip():
                 yield Record(i, self._lines[i], f"{self.path.name} line {i + 1}")
 
-    def decode(self, record: Record) -> Event:
-        """Parse the line as JSON, then validate it as a purchase or a profile."""
+class JsonLinesDecoder:
+    """One JSON text (a line of the file, or a message) into a purchase or a profile."""
+
+    def __init__(self, zone: str = "UTC") -> None:
+        self.zone = ZoneInfo(zone)
+
+    def decode(self, raw: str | bytes, where: str) -> Event:
+        """Parse the text as JSON, then validate it as a purchase or a profile."""
         try:
-            obj = json.loads(record.raw)
+            obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise DecodeError(f"{record.where}: not JSON ({exc.msg} at column {exc.colno})") from None
+            raise DecodeError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
-            raise DecodeError(f"{record.where}: expected a JSON object, got {type(obj).__name__}")
+            raise DecodeError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         kind = obj.pop("type", "purchase")
         if kind == "profile":
-            return decode_profile(obj, record.where)
+            return decode_profile(obj, where)
         if kind != "purchase":
-            raise DecodeError(f"{record.where}: type: unknown event type {kind!r} (purchase or profile)")
+            raise DecodeError(f"{where}: type: unknown event type {kind!r} (purchase or profile)")
         lines = obj.get("lines")
         if isinstance(lines, list):  # lines may be objects with Line's field names, or 4-item arrays
             obj["lines"] = [_line_tuple(line) if isinstance(line, dict) else line for line in lines]
         when = obj.get("event_time")
         if isinstance(when, str):
-            obj["event_time"] = _localize(when, self.zone, record.where)
-        return decode_purchase(obj, record.where)
+            obj["event_time"] = _localize(when, self.zone, where)
+        return decode_purchase(obj, where)
 
 
 def _localize(text: str, zone: ZoneInfo, where: str) -> datetime:

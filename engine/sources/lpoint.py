@@ -92,6 +92,71 @@ MERGED_COLUMNS = (*MERGED.head, MERGED.product, MERGED.quantity, MERGED.amount, 
                   MERGED.sex, MERGED.age, MERGED.region, MERGED_LPAY_CLIENT, MERGED_LPAY)
 
 
+class LPointDecoder:
+    """An L.POINT record (a profile row, a receipt's lines or a service use, as text) into its event."""
+
+    def __init__(self, layout: Layout, zone: ZoneInfo) -> None:
+        self.layout, self.zone = layout, zone
+
+    def decode(self, raw: dict, where: str) -> Event:
+        """Parse a record's text into a profile or a purchase, or raise `DecodeError` naming line and column."""
+        layout = self.layout
+        if raw["kind"] == "profile":
+            return self._profile(raw["row"], where)
+        head = raw["receipt"]
+        for field in layout.head:
+            if isinstance(head[field], list):  # lines of one receipt that disagree keep every line's value
+                raise DecodeError(_disagreement(raw["file"], field, head[field], raw["lines"], head[layout.receipt]))
+        event = {
+            "event_id": head[layout.receipt],
+            "customer_id": head[layout.customer],
+            "event_time": self._event_time(head[layout.date], head[layout.hour], where),
+            "store_id": head[layout.store] or None,
+            "affiliate": head[layout.affiliate] or None,
+            "channel": _channel(head[layout.channel], where, layout.channel),
+            "lpay": raw["lpay"],
+        }
+        if raw["kind"] == "service":
+            event["event_id"] = SERVICE_ID_PREFIX + head[layout.receipt]
+            event["amount"] = parse_number(head[layout.amount], where, layout.amount)
+        else:
+            event["lines"] = self._lines(raw["items"], raw["lines"], raw["file"])
+        return decode_purchase(event, where)
+
+    def _profile(self, row: dict[str, str], where: str) -> CustomerProfile:
+        layout = self.layout
+        profile = {"customer_id": row[layout.customer], "time_zone": self.zone.key, "sex": row[layout.sex] or None,
+                   "age_band": row[layout.age] or None, "region": row[layout.region] or None}
+        if row.get(MERGED_LPAY_CLIENT):
+            profile["attributes"] = {"lpay_client": row[MERGED_LPAY_CLIENT]}
+        return decode_profile(profile, where)
+
+    def _event_time(self, date: str, hour: str, where: str) -> datetime:
+        """Date YYYYMMDD and hour 0-23 in the source's zone (the same rule `_sort_time` applies)."""
+        if len(date) != 8 or not (date.isascii() and date.isdigit()):
+            raise DecodeError(f"{where}: {self.layout.date}: unknown date format {date!r} (expected YYYYMMDD)")
+        if not (0 < len(hour) <= 2 and hour.isascii() and hour.isdigit()) or int(hour) > 23:
+            raise DecodeError(f"{where}: {self.layout.hour}: {hour!r} is not an hour of the day (0-23)")
+        try:
+            return datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(hour), tzinfo=self.zone)
+        except ValueError:
+            raise DecodeError(f"{where}: {self.layout.date}: {date!r} is not a date (expected YYYYMMDD)") from None
+
+    def _lines(self, items: list[tuple], lines: list[int], file: str) -> list[tuple]:
+        """(product, category, quantity, amount) tuples with the quantity and amount parsed."""
+        try:
+            parsed = [(pid, path, int(qty), float(amount)) for pid, path, qty, amount in items]
+            if math.isfinite(sum(line[3] for line in parsed)):
+                return parsed
+        except ValueError:
+            pass
+        # Only a receipt with a bad value gets here: parse it line by line to name the line and the column.
+        quantity, amount = self.layout.quantity, self.layout.amount
+        return [(pid, path, parse_quantity(qty, f"{file} line {n}", quantity),
+                 parse_number(value, f"{file} line {n}", amount))
+                for (pid, path, qty, value), n in zip(items, lines, strict=True)]
+
+
 class LPointSource:
     """L.POINT customers, receipts and service uses from a raw folder or a merged `products.csv`."""
 
@@ -111,6 +176,7 @@ class LPointSource:
             self._load_merged()
         else:
             raise SourceError(f"{self.path}: no such file or folder")
+        self.decoder = LPointDecoder(self.layout, self.zone)
 
     # -- loading ---------------------------------------------------------------------------------
     def _load_merged(self) -> None:
@@ -194,7 +260,7 @@ class LPointSource:
         log.info("lpoint.loaded", source=self.key, profiles=len(self._profiles), events=len(self._a),
                  lines=len(self._product))
 
-    # -- the Source protocol ---------------------------------------------------------------------
+    # -- the ReplayableSource protocol --------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._profiles) + len(self._a)
 
@@ -220,65 +286,6 @@ class LPointSource:
             raw = {"kind": "receipt", "file": file, "lines": lines, "lpay": self._lpay[i], "receipt": receipt,
                    "items": list(zip(product[a:b], category[a:b], quantity[a:b], amount[a:b], strict=True))}
             yield Record(n_profiles + i, raw, f"{file} {line_span(lines)}")
-
-    def decode(self, record: Record) -> Event:
-        """Parse a record's text into a profile or a purchase, or raise `DecodeError` naming line and column."""
-        raw, where, layout = record.raw, record.where, self.layout
-        if raw["kind"] == "profile":
-            return self._profile(raw["row"], where)
-        head = raw["receipt"]
-        for field in layout.head:
-            if isinstance(head[field], list):  # lines of one receipt that disagree keep every line's value
-                raise DecodeError(_disagreement(raw["file"], field, head[field], raw["lines"], head[layout.receipt]))
-        event = {
-            "event_id": head[layout.receipt],
-            "customer_id": head[layout.customer],
-            "event_time": self._event_time(head[layout.date], head[layout.hour], where),
-            "store_id": head[layout.store] or None,
-            "affiliate": head[layout.affiliate] or None,
-            "channel": _channel(head[layout.channel], where, layout.channel),
-            "lpay": raw["lpay"],
-        }
-        if raw["kind"] == "service":
-            event["event_id"] = SERVICE_ID_PREFIX + head[layout.receipt]
-            event["amount"] = parse_number(head[layout.amount], where, layout.amount)
-        else:
-            event["lines"] = self._lines(raw["items"], raw["lines"], raw["file"])
-        return decode_purchase(event, where)
-
-    # -- decoding --------------------------------------------------------------------------------
-    def _profile(self, row: dict[str, str], where: str) -> CustomerProfile:
-        layout = self.layout
-        profile = {"customer_id": row[layout.customer], "time_zone": self.zone.key, "sex": row[layout.sex] or None,
-                   "age_band": row[layout.age] or None, "region": row[layout.region] or None}
-        if row.get(MERGED_LPAY_CLIENT):
-            profile["attributes"] = {"lpay_client": row[MERGED_LPAY_CLIENT]}
-        return decode_profile(profile, where)
-
-    def _event_time(self, date: str, hour: str, where: str) -> datetime:
-        """Date YYYYMMDD and hour 0-23 in the source's zone (the same rule `_sort_time` applies)."""
-        if len(date) != 8 or not (date.isascii() and date.isdigit()):
-            raise DecodeError(f"{where}: {self.layout.date}: unknown date format {date!r} (expected YYYYMMDD)")
-        if not (0 < len(hour) <= 2 and hour.isascii() and hour.isdigit()) or int(hour) > 23:
-            raise DecodeError(f"{where}: {self.layout.hour}: {hour!r} is not an hour of the day (0-23)")
-        try:
-            return datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(hour), tzinfo=self.zone)
-        except ValueError:
-            raise DecodeError(f"{where}: {self.layout.date}: {date!r} is not a date (expected YYYYMMDD)") from None
-
-    def _lines(self, items: list[tuple], lines: list[int], file: str) -> list[tuple]:
-        """(product, category, quantity, amount) tuples with the quantity and amount parsed."""
-        try:
-            parsed = [(pid, path, int(qty), float(amount)) for pid, path, qty, amount in items]
-            if math.isfinite(sum(line[3] for line in parsed)):
-                return parsed
-        except ValueError:
-            pass
-        # Only a receipt with a bad value gets here: parse it line by line to name the line and the column.
-        quantity, amount = self.layout.quantity, self.layout.amount
-        return [(pid, path, parse_quantity(qty, f"{file} line {n}", quantity),
-                 parse_number(value, f"{file} line {n}", amount))
-                for (pid, path, qty, value), n in zip(items, lines, strict=True)]
 
 
 # -- reading files -------------------------------------------------------------------------------

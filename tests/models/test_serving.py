@@ -19,8 +19,8 @@ from engine.models.data import TrainingData
 from engine.models.refit import refit_all
 from engine.models.registry import Registry
 from engine.models.serving import customer_view
-from engine.runtime.checkpoint import Checkpoint
 from engine.runtime.embedded import EmbeddedRuntime
+from engine.store.checkpoints import Checkpoint
 
 MODELS = {"segments", "clv", "next_purchase", "next_purchase_category", "preference", "recommend", "rules"}
 

@@ -1,5 +1,5 @@
 """Crash test: a `nudge replay` killed with SIGKILL after some checkpoints resumes from its last
-checkpoint and ends in exactly the state of an uninterrupted replay."""
+checkpoint and ends in exactly the state, and the stored lines, of an uninterrupted replay."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from engine.db import connect
-from engine.runtime.checkpoint import CheckpointStore
+from engine.models.data import from_stores
+from engine.store.checkpoints import CheckpointStore
+from engine.store.lines import LineStore
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +111,7 @@ def _kill_after_two_checkpoints(home: Path, cwd: Path) -> list[int]:
     return seen
 
 
-def test_killed_replay_resumes_to_the_same_state(tmp_path):
+def test_killed_replay_resumes_to_the_same_state_and_lines(tmp_path):
     crashed, clean = tmp_path / "a", tmp_path / "b"
     crashed.mkdir()
     clean.mkdir()
@@ -163,3 +165,15 @@ def test_killed_replay_resumes_to_the_same_state(tmp_path):
     cp_a, cp_b = store_a.load("cj"), store_b.load("cj")
     assert cp_a == cp_b
     assert cp_a.complete
+
+    # The line store holds each accepted purchase once, in the order accepted: the parts written after the
+    # last checkpoint before the kill were discarded and written again.
+    lines_a = LineStore(crashed / "lines", store_a.engine)
+    lines_b = LineStore(clean / "lines", store_b.engine)
+    table_a, table_b = lines_a.read(), lines_b.read()
+    assert table_a.num_rows == table_b.num_rows == CJ_PURCHASES
+    assert table_a.equals(table_b)
+    assert sorted(p.name for p in (crashed / "lines").iterdir()) == [lines_a.path(s).name for s in lines_a.committed()]
+    data_a, data_b = from_stores(store_a, lines_a)[0], from_stores(store_b, lines_b)[0]
+    assert data_a.data_hash == data_b.data_hash
+    assert len(data_a.lines) == 1_469_307

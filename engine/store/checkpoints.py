@@ -1,8 +1,9 @@
 """Checkpoints: customer state, profiles, source position, watermark and counters, saved together.
 
 A checkpoint is one transaction: the states changed since the last one, the dead letters found
-since, and the position to resume from. A crash loses only work after the last checkpoint, which
-the replay redoes; applying an event again is a no-op and dead letters are unique by position.
+since, the line-store part holding the purchases accepted since, and the position to resume from.
+A crash loses only work after the last checkpoint, which the replay redoes; applying an event again
+is a no-op, dead letters are unique by position, and an uncommitted part is discarded on resume.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from engine.db import (
     checkpoint,
@@ -21,27 +22,14 @@ from engine.db import (
     customer_state,
     dead_letter,
     insert_ignoring_duplicates,
+    line_part,
     upsert,
 )
 from engine.deadletters import DeadLetter
 from engine.events import CustomerProfile
+from engine.pipeline import Counters
 from engine.state import CustomerState
-
-
-@dataclass
-class Counters:
-    """What a replay has seen; cumulative in a checkpoint, per run in a summary."""
-
-    records: int = 0
-    purchases: int = 0  # applied, late ones included
-    profiles: int = 0
-    late: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-
-    def plus(self, other: Counters) -> Counters:
-        """The sum of two counters."""
-        return Counters(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+from engine.store.lines import LinePart
 
 
 @dataclass
@@ -65,12 +53,17 @@ class CheckpointStore:
         """The last checkpoint of `source`, if any."""
         with self.engine.connect() as conn:
             row = conn.execute(select(checkpoint).where(checkpoint.c.source == source)).first()
-        if row is None:
-            return None
-        watermark = row.watermark
-        if watermark is not None and watermark.tzinfo is None:  # SQLite drops the zone; we stored UTC
-            watermark = watermark.replace(tzinfo=UTC)
-        return Checkpoint(source, row.position, watermark, Counters(**json.loads(row.counters)), row.complete)
+        return None if row is None else _checkpoint(row)
+
+    def load_all(self) -> list[Checkpoint]:
+        """The checkpoint of every source, by source key."""
+        with self.engine.connect() as conn:
+            return [_checkpoint(row) for row in conn.execute(select(checkpoint).order_by(checkpoint.c.source))]
+
+    def customers(self) -> int:
+        """How many customers have a state."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(customer_state)).scalar_one()
 
     def watermark(self) -> datetime | None:
         """The latest watermark over all sources: the replay clock's "now"."""
@@ -97,8 +90,9 @@ class CheckpointStore:
         states: Iterable[CustomerState],
         profiles: Iterable[CustomerProfile],
         dead_letters: Iterable[DeadLetter],
+        part: LinePart | None = None,
     ) -> None:
-        """Write the changed states and profiles, new dead letters and the position, atomically."""
+        """Write the changed states and profiles, new dead letters, the new line part and the position, atomically."""
         now = datetime.now(UTC)
         state_rows = [{"customer_id": s.customer_id, "state": pickle.dumps(s, protocol=5)} for s in states]
         profile_rows = [{"customer_id": p.customer_id, "profile": p.model_dump_json()} for p in profiles]
@@ -111,15 +105,28 @@ class CheckpointStore:
                 conn.execute(upsert(self.engine, customer_profile, "customer_id"), profile_rows)
             if letter_rows:
                 conn.execute(insert_ignoring_duplicates(self.engine, dead_letter), letter_rows)
+            if part is not None:
+                conn.execute(insert(line_part), [part.row(now)])
             conn.execute(upsert(self.engine, checkpoint, "source"), [{
                 "source": cp.source, "position": cp.position, "watermark": watermark,
                 "counters": json.dumps(asdict(cp.counters)), "complete": cp.complete, "updated_at": now,
             }])
 
     def reset(self, source: str) -> None:
-        """Forget all state, profiles and checkpoints, and this source's dead letters (a fresh replay)."""
+        """Forget all state, profiles, checkpoints and stored lines, and this source's dead letters (a fresh replay).
+
+        The line parts' files go with `LineStore.discard_uncommitted`, once this has committed.
+        """
         with self.engine.begin() as conn:
+            conn.execute(delete(line_part))  # the lines of every source: they made the states cleared here
             conn.execute(delete(customer_state))
             conn.execute(delete(customer_profile))
             conn.execute(delete(checkpoint))  # every position assumed the state just cleared
             conn.execute(delete(dead_letter).where(dead_letter.c.source == source))
+
+
+def _checkpoint(row) -> Checkpoint:
+    watermark = row.watermark
+    if watermark is not None and watermark.tzinfo is None:  # SQLite drops the zone; we stored UTC
+        watermark = watermark.replace(tzinfo=UTC)
+    return Checkpoint(row.source, row.position, watermark, Counters(**json.loads(row.counters)), row.complete)
