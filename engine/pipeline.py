@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import Enum
 
+from engine.clock import Clock
 from engine.errors import ConflictingDuplicate, FutureDated
 from engine.events import CustomerProfile, Event, Purchase
-from engine.runtime.clock import Clock
 from engine.state import CustomerState, StatePolicy, apply
 
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from engine.clock import WatermarkClock
 from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
 from engine.errors import DecodeError
 from engine.pipeline import Ingest, Outcome
 from engine.runtime.checkpoint import Checkpoint, CheckpointStore, Counters
-from engine.runtime.clock import WatermarkClock
 from engine.sources import Source
 from engine.state import CustomerState
 
