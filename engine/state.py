@@ -34,13 +34,12 @@ from engine.errors import ConflictingDuplicate, NudgeError, OutOfRange
 from engine.events import (
     DIGEST,
     LEGACY_DIGEST,
-    MASK64,
+    LINE_MIX,
     SERVICE_CATEGORY_PREFIX,
     Purchase,
     cents,
     content_key,
     legacy_content_key,
-    pack_line,
 )
 from engine.versions import check_schema
 
@@ -343,7 +342,7 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
         for pid, category, quantity, amount in lines:
             c = round(amount * 100)
             total += c
-            lines_sum += crc32(pack_line(quantity & MASK64, c & MASK64), crc32(pid.encode()))  # = events.line_key
+            lines_sum += crc32(pid.encode(), (quantity * LINE_MIX + c) & 0xFFFFFFFF)  # = events.line_key, inlined
             if quantity == 0 and c == 0:  # a voided or zero-value scan: nothing bought, nothing returned, no spend
                 continue
             top = category[0]
