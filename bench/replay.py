@@ -46,11 +46,11 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import logs
+from engine.clock import WatermarkClock
 from engine.config import Settings
 from engine.errors import DecodeError
 from engine.events import UNKNOWN_CATEGORY, Purchase
 from engine.pipeline import Ingest, Outcome
-from engine.runtime.clock import WatermarkClock
 from engine.runtime.embedded import EmbeddedRuntime
 from engine.sources.completejourney import CompleteJourneySource, load_tables
 from engine.state import DEFAULT_NON_MERCHANDISE, CustomerState, StatePolicy

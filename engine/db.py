@@ -74,6 +74,15 @@ line_part = Table(
 )
 
 
+# What the stores were written with: "state_schema" (engine.state.STATE_SCHEMA) and "libraries" (JSON of
+# engine.versions.library_versions()). A table of its own so `create_all` adds it to an older database.
+store_meta = Table(
+    "store_meta", metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
 def connect(url: str) -> Engine:
     """An engine for `url` with the tables created; SQLite files get their folder and WAL mode."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from engine.clock import Clock, WatermarkClock
 from engine.deadletters import DeadLetter
 from engine.errors import ConflictingDuplicate, DecodeError, FutureDated
 from engine.events import CustomerProfile, Event, Purchase
-from engine.runtime.clock import Clock, WatermarkClock
 from engine.sources import Decoder
 from engine.state import CustomerState, StatePolicy, apply
 

@@ -13,6 +13,10 @@ variance, as pandas' `Series.var()`), and needs at least two gaps.
 A state stays small (the benchmark measures ≤ 4 KiB a Complete Journey customer without product
 counts): applied events are one 64-bit word each — 40 bits of the event id's digest, 24 of the
 content's — and days are 2 bytes.
+
+A state pickles as {"schema": STATE_SCHEMA, "fields": {...}} so checkpoints survive new fields: an older
+payload is migrated (schema 1, a tuple in slot order, is what checkpoints written before held), a newer
+one refused.
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from enum import Enum
 from zlib import crc32
 
-from engine.errors import ConflictingDuplicate, OutOfRange
-from engine.events import SERVICE_CATEGORY_PREFIX, Purchase, cents, content_key
+from engine.clock import EPOCH, day_number, zone_name
+from engine.errors import ConflictingDuplicate, NudgeError, OutOfRange
+from engine.events import (
+    DIGEST,
+    LEGACY_DIGEST,
+    LINE_MIX,
+    SERVICE_CATEGORY_PREFIX,
+    Purchase,
+    cents,
+    content_key,
+    legacy_content_key,
+)
+from engine.versions import check_schema
 
 DEFAULT_NON_MERCHANDISE = frozenset({"FUEL", "MISCELLANEOUS"})
 
@@ -43,18 +57,27 @@ class StatePolicy:
 DEFAULT_POLICY = StatePolicy()
 
 
-class Novelty(Enum):
-    """How an incoming purchase relates to what the state has already applied."""
-
-    NEW = "new"
-    DUPLICATE = "duplicate"
-    CONFLICT = "conflict"
-
-
-EPOCH = date(1970, 1, 1).toordinal()
 MAX_DAY = 0xFFFF  # the last day an array('H') holds: 2149-06-06
 _CONTENT_BITS = 24
 _CONTENT_MASK = (1 << _CONTENT_BITS) - 1
+
+# 1: a plain tuple in the slot order below (no zone, legacy content digest); 2: named fields, zone, digest.
+STATE_SCHEMA = 2
+_SCHEMA1_SLOTS = ("baskets", "categories", "customer_id", "days", "event_words", "first_ts", "last_ts",
+                  "lpay_spend", "products", "spend", "units")
+
+
+def _payload_fields(kind: str, payload: object, schema1: tuple[str, ...] | None) -> tuple[int, dict]:
+    """The schema and the named fields of a pickled state payload, refusing a newer schema."""
+    if isinstance(payload, dict) and "schema" in payload:
+        schema, fields = payload["schema"], payload["fields"]
+        check_schema(kind, schema, STATE_SCHEMA)
+        return schema, dict(fields)
+    if schema1 is not None and isinstance(payload, tuple) and len(payload) == len(schema1):
+        return 1, dict(zip(schema1, payload, strict=True))
+    if schema1 is None and isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], dict):
+        return 1, dict(payload[1])  # the default pickle of a __slots__ class: (None, {slot: value})
+    raise NudgeError(f"{kind}: unreadable pickled payload of type {type(payload).__name__}")
 
 
 def _event_word(id_key: int, content: int) -> int:
@@ -153,6 +176,14 @@ class CategoryStats(PurchaseDays):
     def __repr__(self) -> str:
         return f"CategoryStats(spend={self.spend}, baskets={self.baskets}, days={len(self.days)})"
 
+    def __getstate__(self) -> dict:
+        return {"schema": STATE_SCHEMA, "fields": {s: getattr(self, s) for s in self.__slots__}}
+
+    def __setstate__(self, payload: object) -> None:
+        _, fields = _payload_fields("category stats", payload, None)
+        for slot in self.__slots__:
+            setattr(self, slot, fields[slot])
+
 
 class CustomerState(PurchaseDays):
     """One customer's running LRFMV state, per-category intervals, and product counts."""
@@ -162,6 +193,7 @@ class CustomerState(PurchaseDays):
         "categories",
         "customer_id",
         "days",
+        "digest",
         "event_words",
         "first_ts",
         "last_ts",
@@ -169,6 +201,7 @@ class CustomerState(PurchaseDays):
         "products",
         "spend",
         "units",
+        "zone",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -183,6 +216,8 @@ class CustomerState(PurchaseDays):
         self.last_ts: int | None = None
         self.categories: dict[str, CategoryStats] = {}
         self.products: dict[str, int] = {}  # lines bought, net of lines returned
+        self.zone: str | None = None  # the first purchase's zone (see `clock.zone_name`): where "days since" count
+        self.digest = DIGEST  # which content digest `event_words` hold (`events.DIGEST`)
 
     # -- derived figures -------------------------------------------------------------------------
     @property
@@ -216,8 +251,8 @@ class CustomerState(PurchaseDays):
         return self.units / len(self.days) if self.days else None
 
     def recency_days(self, now: datetime) -> int | None:
-        """Days from the latest purchase day to `now`'s date."""
-        return now.date().toordinal() - EPOCH - self.days[-1] if self.days else None
+        """Days from the latest purchase day to `now`'s date in the customer's zone."""
+        return day_number(now, self.zone) - self.days[-1] if self.days else None
 
     def lrfmv(self, now: datetime) -> dict[str, float | int | None]:
         """Length, Recency, Frequency, Monetary (total, mean, L.pay split) and Volume at `now`."""
@@ -233,14 +268,6 @@ class CustomerState(PurchaseDays):
             "volume": self.volume,
         }
 
-    def novelty(self, purchase: Purchase) -> Novelty:
-        """Whether `purchase` is new to this state, an identical replay, or a conflicting duplicate."""
-        i = _find_event(self.event_words, purchase.id_key)
-        if i < 0:
-            return Novelty.NEW
-        same = self.event_words[i] & _CONTENT_MASK == purchase.content_key & _CONTENT_MASK
-        return Novelty.DUPLICATE if same else Novelty.CONFLICT
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CustomerState):
             return NotImplemented
@@ -252,12 +279,25 @@ class CustomerState(PurchaseDays):
             f"spend={self.spend / 100:.2f}, categories={len(self.categories)})"
         )
 
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+    def __getstate__(self) -> dict:
+        return {"schema": STATE_SCHEMA, "fields": {s: getattr(self, s) for s in self.__slots__}}
 
-    def __setstate__(self, values: tuple) -> None:
-        for slot, value in zip(self.__slots__, values, strict=True):
-            setattr(self, slot, value)
+    def __setstate__(self, payload: object) -> None:
+        schema, fields = _payload_fields("customer state", payload, _SCHEMA1_SLOTS)
+        if schema < 2:
+            # Schema 1 computed recency on the checkpoint's watermark, which is stored in UTC: "UTC" keeps its
+            # figures; its event words hold the legacy content digest, so its replays stay duplicates.
+            fields.setdefault("zone", "UTC" if fields["first_ts"] is not None else None)
+            fields.setdefault("digest", LEGACY_DIGEST)
+        for slot in self.__slots__:
+            setattr(self, slot, fields[slot])
+
+
+def _content(state: CustomerState, purchase: Purchase, lines_sum: int | None = None, ts: int | None = None) -> int:
+    """The purchase's content digest in the digest `state`'s event words use."""
+    if state.digest == LEGACY_DIGEST:
+        return legacy_content_key(purchase)
+    return purchase.content_key if lines_sum is None else content_key(purchase, lines_sum, ts)
 
 
 def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy = DEFAULT_POLICY) -> CustomerState:
@@ -272,14 +312,14 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
         raise ValueError(f"purchase {purchase.event_id} of {purchase.customer_id} applied to {state.customer_id}")
 
     when = purchase.event_time
-    day = when.date().toordinal() - EPOCH
+    day = day_number(when)
     if not 0 <= day <= MAX_DAY:
         raise OutOfRange(f"event {purchase.event_id}: event_time {when.isoformat()} is outside 1970..2149")
     id_high = purchase.id_key & 0xFFFFFFFFFF
     words = state.event_words
     i = bisect_left(words, id_high << _CONTENT_BITS)
     if i < len(words) and words[i] >> _CONTENT_BITS == id_high:
-        if words[i] & _CONTENT_MASK == purchase.content_key & _CONTENT_MASK:
+        if words[i] & _CONTENT_MASK == _content(state, purchase) & _CONTENT_MASK:
             return state
         raise ConflictingDuplicate(
             f"event {purchase.event_id} of customer {purchase.customer_id} was already applied with other content"
@@ -302,7 +342,7 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
         for pid, category, quantity, amount in lines:
             c = round(amount * 100)
             total += c
-            lines_sum += hash((crc32(pid.encode()), quantity, c))  # = events.line_key, inlined: hot loop
+            lines_sum += crc32(pid.encode(), (quantity * LINE_MIX + c) & 0xFFFFFFFF)  # = events.line_key, inlined
             if quantity == 0 and c == 0:  # a voided or zero-value scan: nothing bought, nothing returned, no spend
                 continue
             top = category[0]
@@ -338,13 +378,17 @@ def apply(state: CustomerState | None, purchase: Purchase, policy: StatePolicy =
             stats.baskets += 1
             _add_day(stats.days, day)
 
-    words.insert(i, _event_word(id_high, content_key(purchase, lines_sum, ts)))
+    words.insert(i, _event_word(id_high, _content(state, purchase, lines_sum, ts)))
     state.spend += total
     if purchase.lpay:
         state.lpay_spend += total
     if any_bought:
         state.baskets += 1
-        if state.first_ts is None or ts < state.first_ts:
+        if state.first_ts is None or ts <= state.first_ts:
+            # The first purchase's zone; between purchases at the same instant, the least name (order-free).
+            zone = sys.intern(zone_name(when))
+            if state.first_ts is None or ts < state.first_ts or zone < state.zone:
+                state.zone = zone
             state.first_ts = ts
         if state.last_ts is None or ts > state.last_ts:
             state.last_ts = ts

@@ -4,7 +4,8 @@ Layout, per model name::
 
     <root>/<name>/manifest.json      {"active": "v0003", "previous": ["v0001", "v0002"], "next": 4, ...}
     <root>/<name>/v0003/artifact.pkl the fitted model object (written by cloudpickle, read by pickle)
-    <root>/<name>/v0003/meta.json    params, training watermark, data hash, metrics, creation time, fit seconds
+    <root>/<name>/v0003/meta.json    params, training watermark, data hash, metrics, creation time, fit seconds,
+                                     its schema and the library versions the artifact was pickled with
     <root>/<name>/history.jsonl      one line per publish, rejection, failure, activation, rollback, prune
 
 Every change a reader could observe is atomic: a version folder is written under a temporary name and
@@ -35,9 +36,11 @@ import cloudpickle
 import pandas as pd
 import structlog
 
+from engine.durable import atomic_write, fsync_dir
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Model
 from engine.models.data import TrainingData
+from engine.versions import check_schema, library_versions
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +51,8 @@ HISTORY = "history.jsonl"
 DEFAULT_KEEP = 5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION = re.compile(r"^v(\d{4,})$")
+# meta.json's layout: 1 had no "schema" key (nor "libraries"); 2 records both.
+META_SCHEMA = 2
 
 # A guard is either minimum values per metric, or a callable given the metrics that returns None (or True)
 # to accept, and a reason (or False) to refuse.
@@ -69,6 +74,7 @@ class Version:
     path: Path | None = None
     active: bool = False
     rejected: str | None = None  # why a guard refused it (then nothing was stored and `version` is "")
+    libraries: dict[str, str] = field(default_factory=dict)  # what the artifact was pickled with (empty: unknown)
 
     @property
     def number(self) -> int:
@@ -250,7 +256,7 @@ class Registry:
 
     def _write_manifest(self, name: str, manifest: dict[str, Any]) -> None:
         manifest = {**manifest, "name": name, "updated": datetime.now(UTC).isoformat()}
-        _atomic_write(self.root / name / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        atomic_write(self.root / name / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
     def _write_version(self, folder: Path, version: Version, model: Model) -> Path:
         # Built under a temporary name and renamed: a version folder either is complete or does not exist.
@@ -261,14 +267,15 @@ class Registry:
                 cloudpickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
                 fh.flush()
                 os.fsync(fh.fileno())
-            meta = {"name": version.name, "version": version.version, "created": version.created.isoformat(),
+            meta = {"schema": META_SCHEMA, "libraries": library_versions(),
+                    "name": version.name, "version": version.version, "created": version.created.isoformat(),
                     "watermark": _iso(version.watermark), "data_hash": version.data_hash,
                     "metrics": version.metrics, "params": version.params, "fit_seconds": version.fit_seconds,
                     "model_class": f"{type(model).__module__}.{type(model).__qualname__}"}
-            _atomic_write(tmp / META, json.dumps(meta, indent=2) + "\n")
+            atomic_write(tmp / META, json.dumps(meta, indent=2) + "\n")
             final = folder / version.version
             os.rename(tmp, final)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -280,10 +287,13 @@ class Registry:
             have = [p.name for p in sorted((self.root / name).glob("v*")) if (p / META).is_file()]
             raise NudgeError(f"model {name!r} has no version {version!r} in {self.root / name} (versions: {have})")
         meta = json.loads((path / META).read_text())
+        check_schema(f"model {name!r} version {version} ({path / META})", int(meta.get("schema", 1)), META_SCHEMA,
+                     meta.get("libraries"))
         return Version(name=name, version=version, created=datetime.fromisoformat(meta["created"]),
                        watermark=datetime.fromisoformat(meta["watermark"]) if meta.get("watermark") else None,
                        data_hash=meta["data_hash"], metrics=meta.get("metrics", {}), params=meta.get("params", {}),
-                       fit_seconds=meta.get("fit_seconds"), path=path, active=active)
+                       fit_seconds=meta.get("fit_seconds"), path=path, active=active,
+                       libraries=meta.get("libraries", {}))
 
     def _prune(self, name: str) -> None:
         # Keep the newest `keep` versions, and the active one wherever it is; the manifest was already
@@ -373,28 +383,3 @@ def _number(label: str) -> int:
     if match is None:
         raise NudgeError(f"{label!r} is not a version label like v0001")
     return int(match.group(1))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a reader sees the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from engine.clock import WatermarkClock
 from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
 from engine.pipeline import ACCEPTED, Counters, Ingest, Outcome, Step
-from engine.runtime.clock import WatermarkClock
 from engine.sources import ReplayableSource
 from engine.state import CustomerState
 from engine.store.checkpoints import Checkpoint, CheckpointStore

@@ -23,13 +23,15 @@ from engine.db import (
     dead_letter,
     insert_ignoring_duplicates,
     line_part,
+    store_meta,
     upsert,
 )
 from engine.deadletters import DeadLetter
 from engine.events import CustomerProfile
 from engine.pipeline import Counters
-from engine.state import CustomerState
+from engine.state import STATE_SCHEMA, CustomerState
 from engine.store.lines import LinePart
+from engine.versions import check_schema, library_versions
 
 
 @dataclass
@@ -72,8 +74,12 @@ class CheckpointStore:
         return max((m if m.tzinfo else m.replace(tzinfo=UTC)) for m in marks) if marks else None
 
     def load_states(self) -> dict[str, CustomerState]:
-        """Every customer's state."""
+        """Every customer's state (older schemas migrated; a newer one refused, naming both versions)."""
         with self.engine.connect() as conn:
+            meta = {r.key: r.value for r in conn.execute(select(store_meta))}
+            # A database without the record was written before states had schemas: schema 1.
+            check_schema(f"the customer states in {self.engine.url!r}", int(meta.get("state_schema", 1)),
+                         STATE_SCHEMA, json.loads(meta.get("libraries", "{}")))
             return {r.customer_id: pickle.loads(r.state) for r in conn.execute(select(customer_state))}
 
     def load_profiles(self) -> dict[str, CustomerProfile]:
@@ -105,6 +111,10 @@ class CheckpointStore:
                 conn.execute(upsert(self.engine, customer_profile, "customer_id"), profile_rows)
             if letter_rows:
                 conn.execute(insert_ignoring_duplicates(self.engine, dead_letter), letter_rows)
+            conn.execute(upsert(self.engine, store_meta, "key"), [
+                {"key": "state_schema", "value": str(STATE_SCHEMA)},
+                {"key": "libraries", "value": json.dumps(library_versions())},
+            ])
             if part is not None:
                 conn.execute(insert(line_part), [part.row(now)])
             conn.execute(upsert(self.engine, checkpoint, "source"), [{

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine, select, update
 
 from engine.db import line_part
+from engine.durable import fsync_dir
 from engine.errors import NudgeError
 from engine.events import Purchase
 
@@ -222,7 +223,7 @@ class LineStore:
         with tmp.open("rb") as written:
             os.fsync(written.fileno())
         tmp.replace(final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         times = table.column("event_time")
         lines = pc.sum(pc.list_value_length(table.column("lines"))).as_py() or 0
         return LinePart(seq, source, table.num_rows, lines, pc.min(times).as_py().astimezone(UTC),
@@ -249,14 +250,6 @@ class LineStore:
         for seq in seqs:  # after the commit: a crash in between leaves files `discard_uncommitted` removes
             self.path(seq).unlink(missing_ok=True)
         return len(seqs)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _utc(moment: datetime) -> datetime:

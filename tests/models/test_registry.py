@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.errors import ConfigError, NudgeError
 from engine.models.data import TrainingData, collect
-from engine.models.registry import Registry
+from engine.models.registry import META_SCHEMA, Registry
 from engine.sources.completejourney import CompleteJourneySource
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
@@ -245,3 +246,23 @@ def test_cli_models_list_activate_rollback(tmp_path: Path, train: TrainingData) 
     assert unknown.exit_code == 2 and "no model 'nope'" in unknown.output
     history = runner.invoke(app, ["models", "history", "top_products", "--models-dir", str(root)])
     assert history.exit_code == 0 and "rollback" in history.stdout and "activated" in history.stdout
+
+
+def test_meta_records_its_schema_and_libraries_reads_an_older_one_and_refuses_a_newer(
+        tmp_path: Path, train: TrainingData) -> None:
+    Registry(tmp_path).publish(TopProducts(n=5).fit(train), train)
+    path = tmp_path / "top_products" / "v0001" / "meta.json"
+    meta = json.loads(path.read_text())
+    assert meta["schema"] == META_SCHEMA
+    assert meta["libraries"]["pandas"] == pd.__version__
+    assert {"python", "numpy", "scikit-learn"} <= set(meta["libraries"])
+    assert Registry(tmp_path).active_version("top_products").libraries == meta["libraries"]
+
+    path.write_text(json.dumps({k: v for k, v in meta.items() if k not in ("schema", "libraries")}))  # before schemas
+    older = Registry(tmp_path)
+    assert older.active_version("top_products").libraries == {} and len(older.active("top_products").top_) == 5
+
+    path.write_text(json.dumps({**meta, "schema": META_SCHEMA + 1}))
+    with pytest.raises(NudgeError, match=rf"version v0001 .*schema version {META_SCHEMA + 1} \(written with python "
+                                         rf".*\); this nudge reads schema {META_SCHEMA}"):
+        Registry(tmp_path).active("top_products")
