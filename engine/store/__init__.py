@@ -1,0 +1,1 @@
+"""Engine stores: customer states and checkpoints, purchase lines, model scores."""
