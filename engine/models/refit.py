@@ -103,7 +103,9 @@ def refit_all(source: Source | TrainingData, registry: Registry, until: datetime
     if workers > 1 and len(chosen) > 1:
         outcomes = _refit_forked(chosen, data, registry, chosen_guards, data_hash, workers)
     else:
-        outcomes = [refit_one(e, data, registry, chosen_guards[e.name], data_hash=data_hash) for e in chosen]
+        done = {i: refit_one(chosen[i], data, registry, chosen_guards[chosen[i].name], data_hash=data_hash)
+                for i in _dependency_order(chosen)}
+        outcomes = [done[i] for i in range(len(chosen))]
     began = perf_counter()
     for outcome in outcomes:
         if scores is not None:
@@ -148,6 +150,26 @@ def refit_one(entry: Entry | ModelFactory, data: TrainingData, registry: Registr
                             reason=version.rejected, metrics=version.metrics, inputs=inputs)
     return ModelOutcome(name, "published", version=version.version, serving=serving, fit_seconds=fit_seconds,
                         publish_seconds=publish_seconds, metrics=version.metrics, inputs=inputs)
+
+
+def _dependency_order(chosen: Sequence[Entry]) -> list[int]:
+    """Indices of `chosen` in their order, except that a model runs after the chosen models it reads."""
+    index = {e.name: i for i, e in enumerate(chosen)}
+    order: list[int] = []
+
+    def visit(i: int, path: tuple[str, ...]) -> None:
+        if i in order:
+            return
+        if chosen[i].name in path:
+            raise NudgeError(f"refit: models {' -> '.join((*path, chosen[i].name))} read each other's outputs")
+        for name in sorted(chosen[i].after - {chosen[i].name}):
+            if name in index:
+                visit(index[name], (*path, chosen[i].name))
+        order.append(i)
+
+    for i in range(len(chosen)):
+        visit(i, ())
+    return order
 
 
 def _guard(name: str, guards: Mapping[str, Guard | None] | None) -> Guard | None:
