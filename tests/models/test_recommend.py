@@ -5,7 +5,6 @@ categories: the customer's own recent categories rank first and the model beats 
 from __future__ import annotations
 
 import copy
-import os
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -27,13 +26,11 @@ from engine.models.recommend import (
     RepeatRecommender,
     evaluate,
     grouped_auc,
-    interactions,
 )
+from engine.models.recommend.interactions import interactions
 from engine.models.refit import models_in
 from engine.sources.completejourney import CompleteJourneySource
 from engine.state import apply
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
 # Fewer factors than the default keep the subset fits fast; the behaviour under test does not depend on them.
