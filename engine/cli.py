@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from engine.models.data import TrainingData
     from engine.models.serving import CustomerView
-    from engine.state import CustomerState
 
 app = typer.Typer(help="nudge: purchase events -> customer state -> campaigns, live or replayed on event time.",
                   no_args_is_help=True, add_completion=False)
@@ -216,57 +215,48 @@ def demo() -> None:
 @app.command()
 def customer(
     customer_id: str,
-    models_dir: Annotated[Path | None, typer.Option("--models-dir", help="Model registry whose serving versions "
-                                                    "answer (default: the models_dir setting).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what the models say as one JSON object.")] = False,
 ) -> None:
-    """One customer's state (LRFMV, per-category intervals) and what the serving models say about them."""
-    runtime = EmbeddedRuntime(Settings())
-    models_dir = models_dir or runtime.settings.models_dir
-    state = runtime.checkpoints.load_states().get(customer_id)
-    if state is None:
-        _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
-    now = runtime.checkpoints.watermark()
-    view = _customer_view(models_dir, customer_id, state, now)
-    if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(view), default=str) if view else "{}")
-        return
-    console.print(state.lrfmv(now) if now else state)
-    table = Table(title=f"customer {customer_id} by top category")
-    for col in ("category", "spend", "baskets", "days", "last day", "gap mean", "gap var"):
-        table.add_column(col)
-    for name, c in sorted(state.categories.items(), key=lambda kv: -kv[1].spend):
-        table.add_row(name, f"{c.spend / 100:,.2f}", str(c.baskets), str(c.purchase_days), str(c.last_day),
-                      "-" if c.gap_mean is None else f"{c.gap_mean:.1f}",
-                      "-" if c.gap_var is None else f"{c.gap_var:.1f}")
-    console.print(table)
-    if view is None:
-        console.print(f"no models in {models_dir}: `nudge refit --models-dir {models_dir}` fits them")
-    else:
-        _print_view(view)
-
-
-def _customer_view(models_dir: Path, customer_id: str, state: CustomerState,
-                   now: datetime | None) -> CustomerView | None:
+    """One customer's state (LRFMV, per-category intervals) and their scores, as the last refit wrote them."""
+    from engine.db import connect
     from engine.models.serving import customer_view
+    from engine.store.scores import ScoreStore
 
-    registry = Registry(models_dir)
-    if now is None or not models_dir.is_dir() or not registry.names():
-        return None
-    return customer_view(registry, customer_id, state, now)
+    runtime = EmbeddedRuntime(Settings())
+    state = runtime.checkpoints.load_states().get(customer_id)
+    view = customer_view(ScoreStore(connect(runtime.settings.database_url)), customer_id)
+    if state is None and not view.versions:
+        _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(view), default=str))
+        return
+    now = runtime.checkpoints.watermark()
+    if state is not None:
+        console.print(state.lrfmv(now) if now else state)
+        table = Table(title=f"customer {customer_id} by top category")
+        for col in ("category", "spend", "baskets", "days", "last day", "gap mean", "gap var"):
+            table.add_column(col)
+        for name, c in sorted(state.categories.items(), key=lambda kv: -kv[1].spend):
+            table.add_row(name, f"{c.spend / 100:,.2f}", str(c.baskets), str(c.purchase_days), str(c.last_day),
+                          "-" if c.gap_mean is None else f"{c.gap_mean:.1f}",
+                          "-" if c.gap_var is None else f"{c.gap_var:.1f}")
+        console.print(table)
+    _print_view(view)
 
 
 def _print_view(view: CustomerView) -> None:
-    table = Table(title=f"customer {view.customer_id} as the serving models see them at {view.as_of:%Y-%m-%d %H:%M}")
+    as_of = f" (scored at {view.as_of:%Y-%m-%d %H:%M})" if view.as_of else ""
+    table = Table(title=f"customer {view.customer_id}: scores{as_of}")
     table.add_column("model")
     table.add_column("says", overflow="fold")
-    np_ = view.next_purchase
+    np_ = view.next_purchase or {}
     rows = [
-        ("segments", f"{view.segment} (grade {view.grade})" if view.segment else None),
+        ("segments", f"{view.segment} (grade {view.grade or '-'})" if view.segment else None),
         ("clv", ", ".join(f"{k} {v:,.2f}" for k, v in view.clv.items()) or None),
-        ("next_purchase", f"{np_['date']} (range {np_['low']} .. {np_['high']})" if np_ else None),
+        ("next_purchase", f"{np_.get('date')} (range {np_.get('low')} .. {np_.get('high')})" if np_ else None),
         ("recommend", ", ".join(view.recommended) or None),
         ("explore", ", ".join(view.explore) or None),
+        ("recommend_category", ", ".join(view.recommended_categories) or None),
         ("rules", ", ".join(view.cross_sell) or "(no rule fires)"),
     ]
     for name, text in rows:
@@ -276,7 +266,7 @@ def _print_view(view: CustomerView) -> None:
     for c in view.categories:
         dates = c.get("next_purchase")
         table.add_row(f"  {c['category']}", f"preference {c.get('preference', '-')}"
-                      + (f", next {dates['date']} ({dates['low']} .. {dates['high']})" if dates else ""))
+                      + (f", next {dates.get('date')} ({dates.get('low')} .. {dates.get('high')})" if dates else ""))
     for name, reason in view.missing.items():
         table.add_row(name, f"[red]no answer[/red]: {reason}")
     console.print(table)
@@ -387,20 +377,30 @@ def refit(
         "--source", "-s", help="Fit once on this source (cj, lpoint or jsonl) instead of what was replayed.")] = None,
     path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
     workers: Annotated[int, typer.Option(help="Models fitted at once, each in its own process.")] = 1,
+    models: Annotated[str | None, typer.Option(help="Only these models, comma-separated (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
-    """Fit every model on what was replayed (or on `--source`) and publish each; failures keep the old version."""
+    """Fit every model on what was replayed (or on `--source`), publish each through the registry and write its
+    scores; failures keep the old version."""
+    from engine.db import connect
+    from engine.models.catalogue import entries
     from engine.models.refit import refit_all
+    from engine.store.scores import ScoreStore
 
     cutoff = _utc_date(until, "--until") if until else None
     registry = _registry(models_dir)
     models_dir = registry.root
+    settings = Settings()
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    scores = ScoreStore(connect(settings.database_url))
     try:
+        entries(names)  # a typo in a model name is an error before the training data is read
         with err.status("refit: collecting training data and fitting models", spinner="dots"):
             started = perf_counter()
             data, _ = _training_data(source, path, cutoff)
             collected = perf_counter() - started
-            report = refit_all(data, registry, until=cutoff, workers=workers)
+            report = refit_all(data, registry, until=cutoff, models=names, workers=workers,
+                               scores=scores)
             report.collect_seconds += collected
             report.total_seconds += collected
     except NudgeError as exc:
@@ -410,13 +410,13 @@ def refit(
     else:
         table = Table(title=f"refit into {models_dir} ({report.customers:,} customers, {report.lines:,} lines, "
                             f"collected in {report.collect_seconds:.1f} s)")
-        for col in ("model", "outcome", "version", "serving", "fit s", "reason"):
+        for col in ("model", "outcome", "version", "serving", "fit s", "scores", "reason"):
             table.add_column(col, overflow="fold")
         for o in report.outcomes:
             table.add_row(o.name, o.status, o.version or "-", o.serving or "-",
-                          f"{o.fit_seconds:.2f}" if o.fit_seconds is not None else "-", o.reason or "")
-        for module, reason in report.problems.items():
-            table.add_row(module, "not loaded", "-", "-", "-", reason)
+                          f"{o.fit_seconds:.2f}" if o.fit_seconds is not None else "-",
+                          f"{o.scored:,}" if o.scored is not None else "-",
+                          "; ".join(r for r in (o.reason, o.score_error) if r))
         console.print(table)
         console.print(f"total {report.total_seconds:.1f} s")
     if not report.ok:
@@ -432,7 +432,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print every figure as one JSON object.")] = False,
 ) -> None:
     """Every model module's figures on a temporal split of what was replayed, each next to its baselines."""
-    from engine.models.refit import evaluate_all, group_baselines
+    from engine.models.evaluation import evaluate_all, group_baselines
 
     cutoff = _utc_date(split, "--split")
     try:

@@ -1,4 +1,5 @@
-"""The engine's database: customer state, profiles, checkpoints, dead letters, line-store parts (SQLAlchemy Core).
+"""The engine's database: customer state, profiles, checkpoints, dead letters, line-store parts and scores
+(SQLAlchemy Core).
 
 SQLite by default (the embedded runtime); any SQLAlchemy URL, PostgreSQL included, works the same.
 """
@@ -12,6 +13,8 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -80,6 +83,31 @@ store_meta = Table(
     "store_meta", metadata,
     Column("key", String, primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# Model outputs by name (engine.models.outputs), one row per customer × category ("" at customer level) × output.
+# A number goes in `number`; a string, date (ISO) or list (JSON) in `text`.
+score = Table(
+    "score", metadata,
+    Column("customer_id", String, primary_key=True),
+    Column("category", String, primary_key=True),
+    Column("output", String, primary_key=True),
+    Column("model", String, nullable=False),
+    Column("version", String, nullable=False),
+    Column("number", Float),
+    Column("text", Text),
+    Column("as_of", DateTime(timezone=True), nullable=False),  # the time the value was scored at
+    Index("score_model_customer", "model", "customer_id"),
+)
+
+# The version each model's scores come from: written with the model's rows, in the same transaction.
+score_version = Table(
+    "score_version", metadata,
+    Column("model", String, primary_key=True),
+    Column("version", String, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),  # the time the refit scored everyone at
+    Column("rows", Integer, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
 )
 
 

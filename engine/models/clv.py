@@ -20,7 +20,8 @@ test period.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -31,8 +32,9 @@ from sklearn.metrics import roc_auc_score
 
 from engine.errors import ConfigError, NudgeError
 from engine.events import CustomerProfile
-from engine.models.base import Estimator
+from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData
+from engine.models.outputs import Output, outputs_of
 from engine.state import EPOCH, CustomerState
 
 log = structlog.get_logger(__name__)
@@ -154,6 +156,7 @@ class CLVModel(Estimator):
     """BG/NBD + Gamma-Gamma on day-level summaries of the engine's states; penalizers chosen on validation."""
 
     name: ClassVar[str] = "clv"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("clv")
 
     def __init__(self, penalizers: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1), validation_days: int = 92,
                  horizon_days: int = 90, months: tuple[int, ...] = (3, 6, 12), discount_rate: float = 0.01) -> None:
@@ -273,6 +276,28 @@ class CLVModel(Estimator):
             if month in self.months:
                 out[f"clv_{month}m"] = value
         return out
+
+
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """Expected purchases, P(alive), spend per day and CLV at `now` of each customer with a purchase day.
+
+        At the fit's watermark a customer fitted then gets what the fit computed from the lines. Otherwise the
+        figures come from the state alone: it does not keep the first day's spend (left out of Gamma-Gamma's
+        monetary), so that day is taken at the customer's mean spend per purchase day.
+        """
+        # Every purchase day up to `now` counts: the day after now's date, or now's date when now is midnight.
+        midnight = now.hour == now.minute == now.second == now.microsecond == 0
+        end = now.date().toordinal() - EPOCH + (0 if midnight else 1)
+        fitted = [c for c in states if c in self.customers_.index] if end == self.watermark_day_ else []
+        known = set(fitted)
+        later = {c: s for c, s in states.items() if c not in known and s.purchase_days}
+        frames = [self.customers_.loc[fitted]]
+        if later:
+            first_day = pd.MultiIndex.from_tuples([(c, s.days[0]) for c, s in later.items()])
+            first = pd.Series([s.spend / 100 / s.purchase_days for s in later.values()], index=first_day)
+            frames.append(self.predict(summarize(later, end, first)))
+        wide = pd.concat(frames).rename_axis("customer_id").reset_index()
+        return scores_frame(wide, {c: c for c in wide.columns if c != "customer_id"}, self.outputs)
 
 
 def _expected_spend(gg: GammaGammaFitter, summary: pd.DataFrame) -> np.ndarray:

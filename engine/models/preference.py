@@ -21,8 +21,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from engine.errors import ConfigError, NudgeError
-from engine.models.base import Estimator
+from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData, bought_mask
+from engine.models.outputs import Output, outputs_of
 from engine.state import EPOCH, CustomerState
 
 MAX_SCORE = 5
@@ -50,6 +51,7 @@ class PreferenceScore(Estimator):
     """Points for frequency, spend share and due-ness, summed to a 0–5 preference per customer × category."""
 
     name: ClassVar[str] = "preference"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("preference")
 
     def __init__(self, quantiles: tuple[float, float] = (1 / 3, 2 / 3), due_ratio: float = 1.5) -> None:
         self.quantiles = quantiles
@@ -69,14 +71,14 @@ class PreferenceScore(Estimator):
         self.frequency_cuts_ = [float(v) for v in pairs["purchase_days"].quantile(list(self.quantiles))]
         self.share_cuts_ = [float(v) for v in pairs["share"].quantile(list(self.quantiles))]
         self.until_ = data.until
-        scores = self.score(pairs)
+        scores = self.points(pairs)
         self.metrics_ = {"pairs": float(len(pairs)), "mean_score": float(scores.mean())}
         return self
 
-    def score(self, pairs: pd.DataFrame) -> pd.Series:
+    def points(self, pairs: pd.DataFrame) -> pd.Series:
         """The 0–5 score of each row of a `pair_frame`."""
         if not hasattr(self, "frequency_cuts_"):
-            raise NudgeError("preference is not fitted: call fit(data) before score")
+            raise NudgeError("preference is not fitted: call fit(data) before points")
         # side="left": a value equal to a cut point earns that point (ties at small integers are common).
         frequency = np.searchsorted(self.frequency_cuts_, pairs["purchase_days"].to_numpy(), side="left")
         share = np.searchsorted(self.share_cuts_, pairs["share"].to_numpy(), side="left")
@@ -86,7 +88,11 @@ class PreferenceScore(Estimator):
     def predict(self, states: Mapping[str, CustomerState], now: datetime | None = None) -> pd.DataFrame:
         """customer_id, category and score (0–5) for every pair the customer has bought, as of `now`."""
         pairs = pair_frame(states, now or self.until_)
-        return pairs.assign(score=self.score(pairs))
+        return pairs.assign(score=self.points(pairs))
+
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """`category.preference` of every customer × top category bought, at `now` (the scoring protocol)."""
+        return scores_frame(self.predict(states, now), {"score": "category.preference"}, self.outputs)
 
 
 def evaluate(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:

@@ -7,7 +7,8 @@ little support to trust, and the cap keeps FP-growth to seconds on a year of bas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import ClassVar, Self
 
 import numpy as np
@@ -16,8 +17,10 @@ import scipy.sparse as sp
 from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from engine.errors import ConfigError, NudgeError
-from engine.models.base import Estimator
+from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData, bought_mask, factorize, indexer
+from engine.models.outputs import Output, outputs_of
+from engine.state import CustomerState
 
 LEVELS = {"product": "product_id", "category": "category"}
 RULE_COLUMNS = ["antecedents", "consequents", "support", "confidence", "lift"]
@@ -44,6 +47,8 @@ class AssociationRules(Estimator):
     """FP-growth rules (support, confidence, lift) among the most frequent products or top categories."""
 
     name: ClassVar[str] = "rules"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("rules")
+    served: ClassVar[int] = 10  # products suggested per customer
 
     def __init__(self, level: str = "product", top_n: int = 1000, min_support: float = 0.002,
                  min_confidence: float = 0.1, min_lift: float = 1.2, max_len: int = 3) -> None:
@@ -107,6 +112,14 @@ class AssociationRules(Estimator):
             if len(suggested) >= n:
                 break
         return suggested[:n]
+
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """`cross_sell` of every customer, from the products their state holds (net count above 0)."""
+        ids = sorted(states)
+        suggested = [self.cross_sell([p for p, count in states[c].products.items() if count > 0], self.served)
+                     for c in ids]
+        return scores_frame(pd.DataFrame({"customer_id": ids, "cross_sell": suggested}),
+                            {"cross_sell": "cross_sell"}, self.outputs)
 
 
 def _rows_with(matrix: sp.csr_matrix) -> list[np.ndarray]:

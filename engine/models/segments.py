@@ -23,6 +23,7 @@ VIP (≥ 4.2), Gold (≥ 3.4), Silver (≥ 2.6) or Bronze.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import ClassVar, Self
 
@@ -35,8 +36,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
-from engine.models.base import Estimator
+from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData, bought_mask
+from engine.models.outputs import Output, outputs_of
 from engine.state import EPOCH, CustomerState
 
 FEATURES = ("length", "recency", "frequency", "monetary", "volume")
@@ -62,7 +64,7 @@ GRADES = ("VIP", "Gold", "Silver", "Bronze", "At risk")
 METHODS = ("kmeans", "kmedoids")
 
 
-def features(states: dict[str, CustomerState], now: datetime) -> pd.DataFrame:
+def features(states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
     """LRFMV per customer with a purchase day, at `now` (raw, before log and scaling)."""
     rows = {cid: (s.length_days, s.recency_days(now), s.baskets, max(s.spend / 100, 0.0), s.volume or 0.0)
             for cid, s in states.items() if s.days}
@@ -157,6 +159,7 @@ class SegmentModel(Estimator):
     """LRFMV segments (k-means or k-medoids), named from centroid profiles, stable across refits; plus grades."""
 
     name: ClassVar[str] = "segments"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("segments")
 
     def __init__(self, method: str = "kmeans", k: int | None = None, k_range: tuple[int, int] = (2, 8),
                  n_init: int = 10, random_state: int = 0, silhouette_sample: int = 2000) -> None:
@@ -258,12 +261,23 @@ class SegmentModel(Estimator):
         self.segment_ids_: list[int] = [int(i) for i in ids if i is not None]
         self.profiles_ = pd.DataFrame(z, columns=list(_PROFILE), index=pd.Index(self.segment_names_, name="segment"))
 
-    def predict(self, states: dict[str, CustomerState], now: datetime) -> pd.Series:
+    def predict(self, states: Mapping[str, CustomerState], now: datetime) -> pd.Series:
         """The segment name of each customer with a purchase day, at `now`."""
         frame = features(states, now)
         points = self.scaler_.transform(_log(frame))
         labels = _nearest(points, self.scaler_.transform(self.centroids_log_))
         return pd.Series([self.segment_names_[i] for i in labels], index=frame.index, name="segment")
+
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """Segment at `now` of each customer with a purchase day; grade as fitted, for those graded at fit."""
+        buyers = {cid: s for cid, s in states.items() if s.days}
+        segment = self.predict(buyers, now) if buyers else pd.Series(dtype=object)
+        graded = self.grades_[self.grades_.index.isin(list(states))]
+        return pd.concat([
+            scores_frame(pd.DataFrame({"customer_id": segment.index, "segment": segment.to_numpy()}),
+                         {"segment": "segment"}, self.outputs),
+            scores_frame(pd.DataFrame({"customer_id": graded.index, "grade": graded.to_numpy()}),
+                         {"grade": "grade"}, self.outputs)], ignore_index=True)
 
 
 def _key(name: str) -> str:

@@ -1,32 +1,34 @@
-"""What the serving models say about one customer: segment, grade, CLV, next purchase, preferences, products.
+"""Serving: the serving models' outputs written to the scores table, re-scored for changed customers, and read back.
 
-`customer_view` reads the active version of each model in a registry and asks it about one customer's state
-at `now` (the engine's watermark). A model with no active version, or one that cannot answer, is reported in
-`missing` with the reason; the other models still answer, so one failed refit never blanks the view.
+A refit writes each model's outputs for every customer (`write_scores`). When customers' states change, the
+outputs that depend on the state are re-scored for those customers alone with the serving models
+(`rescore`), no refit. `customer_view` reads one customer's scores from the table — never a model — and
+names the version each answer is from and the models that have none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
 from engine.errors import NudgeError
-from engine.models.clv import summarize
+from engine.models.base import Scorer
+from engine.models.outputs import VOCABULARY, outputs_of
 from engine.models.registry import Registry
-from engine.models.repurchase import day_number
 from engine.state import CustomerState
+from engine.store.scores import ScoreStore
+
+SCORED_MODELS: tuple[str, ...] = tuple(dict.fromkeys(o.model for o in VOCABULARY))
 
 
 @dataclass
 class CustomerView:
-    """One customer as the serving models see them at `as_of`; `versions` names the version each figure is from."""
+    """One customer's scores; `versions` names the model version each answer is from, `as_of` when it was scored."""
 
     customer_id: str
-    as_of: datetime
+    as_of: datetime | None = None  # the latest time any of the customer's scores was computed at
     segment: str | None = None
     grade: str | None = None  # as of the segments model's training watermark
     clv: dict[str, float] = field(default_factory=dict)  # expected_purchases, p_alive, spend_per_day, clv_<n>m
@@ -34,78 +36,82 @@ class CustomerView:
     categories: list[dict[str, Any]] = field(default_factory=list)  # category, preference, next date and range
     recommended: list[str] = field(default_factory=list)
     explore: list[str] = field(default_factory=list)
+    recommended_categories: list[str] = field(default_factory=list)
     cross_sell: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # model name -> why it gave nothing
 
 
-def customer_view(registry: Registry, customer_id: str, state: CustomerState, now: datetime,
-                  n: int = 10) -> CustomerView:
-    """Ask every serving model about `customer_id` (whose state is `state`) at `now`."""
-    view = CustomerView(customer_id, now)
-    states = {customer_id: state}
-    by_category: dict[str, dict[str, Any]] = {name: {"category": name} for name in sorted(state.categories)}
+def write_scores(store: ScoreStore, name: str, version: str, model: Any, states: Mapping[str, CustomerState],
+                 now: datetime) -> int:
+    """Score every customer in `states` at `now` with `model` (version `version` of `name`); replace its rows."""
+    if not isinstance(model, Scorer):
+        raise NudgeError(f"model {name!r} ({type(model).__name__}) declares no outputs: it has no score(states, now)")
+    return store.publish(name, version, model.score(states, now), now)
 
-    def segments(model: Any) -> None:
-        view.segment = str(model.predict(states, now).get(customer_id)) if state.days else None
-        grade = model.grades_.get(customer_id) if hasattr(model, "grades_") else None
-        view.grade = None if grade is None else str(grade)
 
-    def clv(model: Any) -> None:
-        # Every purchase day up to `now` counts: the day after now's date, or now's date when now is midnight.
-        midnight = now.hour == now.minute == now.second == now.microsecond == 0
-        end = day_number(now) + (0 if midnight else 1)
-        if end == model.watermark_day_ and customer_id in model.customers_.index:
-            row = model.customers_.loc[customer_id]  # what the model computed from the lines at its watermark
-        else:
-            # Later, the state alone: it does not keep the first day's spend (left out of Gamma-Gamma's
-            # monetary), so that day is taken at the customer's mean spend per purchase day.
-            days = state.purchase_days
-            if not days:
-                raise NudgeError("no purchase day before now")
-            first_day = pd.MultiIndex.from_tuples([(customer_id, state.days[0])])
-            first = pd.Series([state.spend / 100 / days], index=first_day)
-            row = model.predict(summarize(states, end, first)).iloc[0]
-        view.clv = {str(k): float(v) for k, v in row.items()}
+def score_all(store: ScoreStore, registry: Registry, states: Mapping[str, CustomerState], now: datetime,
+              models: Iterable[str] = SCORED_MODELS) -> dict[str, int]:
+    """Re-score every customer with each serving model (no refit); rows written per model."""
+    written = {}
+    for name in models:
+        version = registry.active_version(name).version
+        written[name] = write_scores(store, name, version, registry.load(name, version), states, now)
+    return written
 
-    def next_purchase(model: Any) -> None:
-        rows = model.predict(states, now)
-        if rows.empty:
-            raise NudgeError(f"fewer than {model.min_days} purchase days before now")
-        view.next_purchase = _dates(rows.iloc[0])
 
-    def next_purchase_category(model: Any) -> None:
-        for row in model.predict(states, now).itertuples(index=False):
-            by_category.setdefault(row.category, {"category": row.category})["next_purchase"] = _dates(row._asdict())
+def rescore(store: ScoreStore, registry: Registry, states: Mapping[str, CustomerState],
+            customer_ids: Iterable[str], now: datetime) -> dict[str, int]:
+    """Re-score the state-dependent outputs of `customer_ids` alone with the serving models; rows per model.
 
-    def preference(model: Any) -> None:
-        for row in model.predict(states, now).itertuples(index=False):
-            by_category.setdefault(row.category, {"category": row.category})["preference"] = int(row.score)
-
-    def recommend(model: Any) -> None:
-        view.recommended = model.recommend(customer_id, n)
-        view.explore = model.explore(customer_id, n)
-
-    def rules(model: Any) -> None:
-        bought = [pid for pid, count in state.products.items() if count > 0]
-        view.cross_sell = model.cross_sell(bought, n)
-
-    asks: dict[str, Callable[[Any], None]] = {
-        "segments": segments, "clv": clv, "next_purchase": next_purchase,
-        "next_purchase_category": next_purchase_category, "preference": preference, "recommend": recommend,
-        "rules": rules,
-    }
-    for name, ask in asks.items():
-        try:
-            version = registry.active_version(name).version
-            ask(registry.load(name, version))
-        except Exception as exc:  # one model failing leaves the others' answers standing
-            view.missing[name] = f"{type(exc).__name__}: {exc}"
+    Only models with scores in the table are re-scored. A model whose serving version is no longer the one its
+    rows come from (activated or rolled back since) is re-scored for every customer in `states`, so the table
+    never mixes two versions of one model.
+    """
+    changed = {cid: states[cid] for cid in dict.fromkeys(map(str, customer_ids)) if cid in states}
+    written: dict[str, int] = {}
+    for name, held in store.versions().items():
+        version = registry.active_version(name).version
+        model = registry.load(name, version)
+        if version != held.version:
+            written[name] = write_scores(store, name, version, model, states, now)
             continue
-        view.versions[name] = version
+        rescored = [o.name for o in outputs_of(name) if o.rescored]
+        if not rescored or not changed:
+            continue
+        frame = model.score(changed, now)
+        written[name] = store.replace_customers(name, version, frame[frame["output"].isin(rescored)], now,
+                                                changed, rescored)
+    return written
+
+
+def customer_view(store: ScoreStore, customer_id: str) -> CustomerView:
+    """What the scores table says about `customer_id`, and which models have no answer and why."""
+    view = CustomerView(customer_id)
+    by_category: dict[str, dict[str, Any]] = {}
+    for s in store.customer(customer_id):
+        view.versions[s.model] = s.version
+        view.as_of = s.as_of if view.as_of is None else max(view.as_of, s.as_of)
+        if s.category:
+            entry = by_category.setdefault(s.category, {"category": s.category})
+            if s.output == "category.preference":
+                entry["preference"] = s.value
+            else:
+                entry.setdefault("next_purchase", {})[s.output.rsplit(".", 1)[1]] = str(s.value)
+        elif s.model == "clv":
+            view.clv[s.output] = s.value
+        elif s.output.startswith("next_purchase."):
+            view.next_purchase = {**(view.next_purchase or {}), s.output.rsplit(".", 1)[1]: str(s.value)}
+        else:
+            setattr(view, s.output, s.value)
+    clv_order = [o.name for o in outputs_of("clv")]
+    view.clv = {k: view.clv[k] for k in clv_order if k in view.clv}
     view.categories = sorted(by_category.values(), key=lambda c: (-c.get("preference", -1), c["category"]))
+    scored = store.versions()
+    for name in SCORED_MODELS:
+        if name not in scored:
+            view.missing[name] = "no scores yet: `nudge refit` writes them"
+        elif name not in view.versions:
+            needs = "; ".join(dict.fromkeys(o.needs for o in outputs_of(name)))
+            view.missing[name] = f"no scores for this customer ({scored[name].version} scores customers with {needs})"
     return view
-
-
-def _dates(row: pd.Series | dict[str, Any]) -> dict[str, str]:
-    return {key: str(pd.Timestamp(row[key]).date()) for key in ("date", "low", "high")}

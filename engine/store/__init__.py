@@ -1,1 +1,2 @@
-"""What the engine keeps, so that nothing needs re-reading: checkpointed states, and the accepted purchase lines."""
+"""What the engine keeps, so that nothing needs re-reading: checkpointed states, the accepted purchase lines, and
+the model scores."""

@@ -32,8 +32,8 @@ def test_more_frequent_larger_and_due_categories_score_higher(subset: tuple[Trai
     model = PreferenceScore().fit(subset[0])
     pairs = pd.DataFrame({"purchase_days": [1, 5, 60, 60], "share": [0.001, 0.05, 0.4, 0.4],
                           "due": [float("nan"), 3.0, 0.5, 9.0]})
-    assert list(model.score(pairs)) == [*sorted(model.score(pairs)[:3]), 4]
-    assert model.score(pairs).iloc[2] == 5
+    assert list(model.points(pairs)) == [*sorted(model.points(pairs)[:3]), 4]
+    assert model.points(pairs).iloc[2] == 5
 
 
 def test_spend_shares_of_a_customer_sum_to_one(subset: tuple[TrainingData, pd.DataFrame]) -> None:

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from engine.errors import ConfigError
 from engine.events import Line, Purchase
 from engine.models import recommend
+from engine.models.catalogue import CATALOGUE
 from engine.models.data import LINE_COLUMNS, TrainingData, collect, factorize, indexer
 from engine.models.recommend import (
     CategoryRecommender,
@@ -28,7 +29,6 @@ from engine.models.recommend import (
     grouped_auc,
 )
 from engine.models.recommend.interactions import interactions
-from engine.models.refit import models_in
 from engine.sources.completejourney import CompleteJourneySource
 from engine.state import apply
 
@@ -198,7 +198,8 @@ def test_cobought_scores_only_products_sharing_a_basket_with_the_customers(subse
 
 def test_refit_fits_only_the_served_recommenders() -> None:
     # Baselines (popularity, repeat, ALS) are refitted by evaluate(), not versioned by every refit.
-    assert [factory().name for factory in models_in(recommend)] == ["recommend", "recommend_category"]
+    fitted = [e.factory for e in CATALOGUE if e.factory.__module__.startswith("engine.models.recommend")]
+    assert fitted == [recommend.RankedRecommender, recommend.CategoryRecommender]
 
 
 def test_category_model_ranks_the_customers_recent_categories(subset: TrainingData) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,12 +10,20 @@ from typing import Any, ClassVar, Self
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from engine.errors import NudgeError
+from engine.cli import app
+from engine.db import connect
+from engine.errors import ConfigError, NudgeError
+from engine.models.catalogue import CATALOGUE
 from engine.models.data import TrainingData, collect
-from engine.models.refit import discover_models, evaluate_all, group_baselines, load_modules, refit_all
+from engine.models.evaluation import evaluate_all, group_baselines
+from engine.models.guards import GUARDS
+from engine.models.refit import refit_all
 from engine.models.registry import Registry
+from engine.models.segments import SegmentModel
 from engine.sources.completejourney import CompleteJourneySource
+from engine.store.scores import ScoreStore
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)
 
@@ -60,24 +67,6 @@ class CategorySpend:
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters."""
         return {"min_baskets": self.min_baskets}
-
-
-class Weighted:
-    """Not a model the refit can build alone: it needs its weights."""
-
-    name: ClassVar[str] = "weighted"
-
-    def __init__(self, weights: dict[str, float]) -> None:
-        self.weights = weights
-
-    def fit(self, data: TrainingData) -> Self:
-        """Nothing to learn."""
-        return self
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters."""
-        return {"weights": self.weights}
-
 
 
 @pytest.fixture(scope="module")
@@ -142,36 +131,16 @@ def test_first_refit_that_fails_leaves_no_active_version_and_says_so(tmp_path: P
     assert registry.names() == ["product_counts"] and registry.list("product_counts") == []
 
 
-def test_discovery_finds_buildable_model_classes_and_skips_missing_modules(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    factories, problems = discover_models([sys.modules[__name__], "no_such_model_module"])
-    assert sorted(f.name for f in factories) == ["category_spend", "product_counts"]  # not Weighted: needs args
-    assert problems == {}
-    package = tmp_path / "pkg_models_under_test"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "broken.py").write_text("raise RuntimeError('half-written module')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    found, problems = load_modules(["pkg_models_under_test.broken", "pkg_models_under_test.absent"])
-    assert found == [] and problems == {
-        "pkg_models_under_test.broken": "RuntimeError: half-written module"}
-
-
-def test_evaluate_all_collects_each_modules_figures_and_failures(tmp_path: Path, split: tuple,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_all_collects_each_modules_figures_and_failures(split: tuple) -> None:
     train, test_lines = split
-    package = tmp_path / "pkg_eval_under_test"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "seen.py").write_text(
-        "def evaluate(train, test_lines):\n"
-        "    seen = set(train.lines['product_id'].astype(str))\n"
-        "    after = test_lines['product_id'].astype(str)\n"
-        "    return {'share_seen': after.isin(seen).mean(), 'share_seen_none': 0.0, 'n_lines': len(after),\n"
-        "            'share_unknown': float('nan')}\n")
-    (package / "failing.py").write_text("def evaluate(train, test_lines):\n    return {'x': 1 / 0}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    report = evaluate_all(train, test_lines, modules=["pkg_eval_under_test.seen", "pkg_eval_under_test.failing"])
+
+    def seen(train: TrainingData, test_lines: pd.DataFrame) -> dict[str, float]:
+        known = set(train.lines["product_id"].astype(str))
+        after = test_lines["product_id"].astype(str)
+        return {"share_seen": after.isin(known).mean(), "share_seen_none": 0.0, "n_lines": len(after),
+                "share_unknown": float("nan")}
+
+    report = evaluate_all(train, test_lines, {"seen": seen, "failing": lambda train, test: {"x": 1 / 0}})
     figures = report.figures["seen"]
     assert figures["n_lines"] == len(test_lines) > 0 and 0.3 < figures["share_seen"] < 1
     assert report.errors == {"failing": "ZeroDivisionError: division by zero"}
@@ -212,3 +181,79 @@ def test_forked_workers_give_the_same_versions_and_record_failures(tmp_path: Pat
     again = refit_all(corrupted, forked, models=[ProductCounts, CategorySpend], workers=2)
     assert [(o.status, o.serving) for o in again.outcomes] == [("failed", "v0001"), ("published", "v0002")]
     assert forked.history("product_counts")[-1]["event"] == "failed"
+
+
+@pytest.fixture(scope="module")
+def two_months(cj_tables: dict) -> tuple[TrainingData, TrainingData]:
+    """200 real households collected to 2017-09-01 and, a month later, to 2017-10-01."""
+    households = set(sorted(cj_tables["transactions"]["household_id"].unique())[:200])
+    source = CompleteJourneySource(households=households, tables=cj_tables)
+    return collect(source, until=SPLIT - timedelta(days=30))[0], collect(source, until=SPLIT)[0]
+
+
+def test_two_refits_a_month_apart_keep_every_matched_segments_name(tmp_path: Path, two_months: tuple) -> None:
+    september, october = two_months
+    registry = Registry(tmp_path)
+    first = refit_all(september, registry, models=["clv", "segments"])
+    second = refit_all(october, registry, models=["clv", "segments"])
+    assert first.ok and second.ok
+    assert {o.name: o.inputs for o in second.outcomes}["segments"] == {"previous": "segments v0001",
+                                                                       "clv": "clv v0002"}
+    old, new = registry.load("segments", "v0001"), registry.load("segments", "v0002")
+    assert new.k_ == old.k_
+    # Matched segments keep their name and id (new centroids matched to the old ones), so a campaign that
+    # targets a name reaches the same kind of customer after the refit.
+    assert dict(zip(new.segment_names_, new.segment_ids_, strict=True)) == dict(
+        zip(old.segment_names_, old.segment_ids_, strict=True))
+    moved = (new.profiles_.loc[old.segment_names_] - old.profiles_).abs().to_numpy().max()
+    assert moved < 0.5  # each name sits on nearly the same centroid profile a month later
+
+
+def test_grades_use_the_clv_model_fitted_in_the_same_refit(tmp_path: Path, two_months: tuple) -> None:
+    _, october = two_months
+    for workers in (1, 2):
+        registry = Registry(tmp_path / str(workers))
+        report = refit_all(october, registry, models=["segments", "clv"], workers=workers)
+        # segments is listed first but reads clv's output, so it runs once clv is published.
+        assert report.ok and {o.name: o.inputs for o in report.outcomes}["segments"]["clv"] == "clv v0001"
+        model = registry.active("segments")
+        clv = registry.active("clv").customers_["clv_12m"]
+        expected = SegmentModel().fit(october, clv=clv).grades_
+        assert model.grades_.equals(expected) and not model.grades_.equals(SegmentModel().fit(october).grades_)
+
+
+def test_a_default_guard_refusal_keeps_the_last_version_serving(tmp_path: Path, two_months: tuple,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    september, october = two_months
+    registry = Registry(tmp_path)
+    scores = ScoreStore(connect(f"sqlite:///{tmp_path / 'engine.db'}"))
+    assert refit_all(september, registry, models=["segments"], scores=scores).ok
+    served = scores.frame("segments")
+    # The default guard table with a silhouette floor no clustering of these customers reaches.
+    silhouette = registry.active_version("segments").metrics["silhouette"]
+    monkeypatch.setitem(GUARDS, "segments", replace(GUARDS["segments"], floors={"silhouette": 0.99}))
+    report = refit_all(october, registry, models=["segments"], scores=scores)
+    (outcome,) = report.outcomes
+    assert outcome.status == "rejected" and outcome.serving == "v0001" and not report.ok
+    assert outcome.reason.startswith("silhouette=") and "< 0.99" in outcome.reason and silhouette < 0.99
+    assert [v.version for v in registry.list("segments")] == ["v0001"]
+    assert scores.frame("segments").equals(served) and scores.versions()["segments"].version == "v0001"
+
+
+def test_default_guards_refuse_metrics_that_are_not_finite_or_out_of_range() -> None:
+    guard = GUARDS["segments"]
+    assert guard({"k": 3.0, "silhouette": 0.4, "n_customers": 200.0}) is None
+    assert guard({"k": 3.0, "silhouette": None, "n_customers": 200.0}) == "silhouette is not finite"
+    assert guard({"k": 9.0, "silhouette": 0.05}) == ("silhouette=0.05 < 0.1; n_customers missing (guard >= 20); "
+                                                     "k=9 outside 2..8")
+    assert set(GUARDS) == {e.name for e in CATALOGUE}  # every catalogue model has a default guard
+
+
+def test_a_typo_in_a_model_name_is_an_error_naming_the_known_models(tmp_path: Path, split: tuple) -> None:
+    train, _ = split
+    with pytest.raises(ConfigError, match=r"no model 'segmnts' \(models: clv, segments, recommend"):
+        refit_all(train, Registry(tmp_path), models=["segmnts"])
+    assert not (tmp_path / "segmnts").exists()
+    result = CliRunner().invoke(app, ["refit", "--models", "segmnts", "--models-dir", str(tmp_path)],
+                                env={"NUDGE_HOME": str(tmp_path / "home"), "COLUMNS": "200"})
+    assert result.exit_code == 2 and "no model 'segmnts'" in result.output

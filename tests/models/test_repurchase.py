@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from engine.errors import ConfigError, NudgeError
+from engine.models.catalogue import BY_NAME
 from engine.models.data import TrainingData, collect
-from engine.models.refit import discover_models
 from engine.models.repurchase import CATEGORY_LEFT_OUT, NextPurchase, NextPurchaseCategory, day_number, evaluate
 from engine.sources.completejourney import CompleteJourneySource
 
@@ -190,9 +190,8 @@ def test_category_model_leaves_out_history_length(subset: tuple[TrainingData, pd
 
 
 def test_both_levels_are_models_with_their_own_names() -> None:
-    factories, problems = discover_models(["repurchase"])
-    assert sorted(f.name for f in factories) == ["next_purchase", "next_purchase_category"]
-    assert not problems
+    assert BY_NAME["next_purchase"].factory is NextPurchase
+    assert BY_NAME["next_purchase_category"].factory is NextPurchaseCategory
     assert NextPurchaseCategory().level == "category" and NextPurchaseCategory().get_params()["level"] == "category"
 
 

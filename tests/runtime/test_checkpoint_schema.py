@@ -91,7 +91,8 @@ def test_a_conflict_is_still_refused_by_a_migrated_state(old_home: Settings, cj_
     runtime = EmbeddedRuntime(old_home)
     states = runtime.checkpoints.load_states()
     source = CompleteJourneySource(households={1}, tables=cj_tables)
-    purchases = [e for e in (source.decoder.decode(r.raw, r.where) for r in source.records(0)) if isinstance(e, Purchase)]
+    decoded = (source.decoder.decode(r.raw, r.where) for r in source.records(0))
+    purchases = [e for e in decoded if isinstance(e, Purchase)]
     event = purchases[0]
     state = states[event.customer_id]
     assert apply(state, event) is state and state.events == len(purchases)

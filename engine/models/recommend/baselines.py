@@ -3,6 +3,8 @@ popularity, personal repeat, implicit ALS (whose fitting the ranker reuses) and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -11,15 +13,18 @@ import scipy.sparse as sp
 
 from engine.errors import ConfigError, NudgeError
 from engine.events import UNKNOWN_CATEGORY
-from engine.models.base import Estimator
+from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData
+from engine.models.outputs import Output, outputs_of
 from engine.models.recommend.interactions import Interactions, banned_products, interactions, watermark
+from engine.state import CustomerState
 
 
 class TopN(Estimator):
     """Serving shared by every recommender: stored rankings, exclusions, popular fill-in."""
 
     name: ClassVar[str]
+    served: ClassVar[int] = 10  # items per list in the scores table
     ranked_: dict[str, list[str]]
     popular_: list[str]
     banned_: set[str]
@@ -164,6 +169,7 @@ class CategoryRecommender(TopN):
     """
 
     name: ClassVar[str] = "recommend_category"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("recommend_category")
 
     def __init__(self, half_life_days: float = 90.0, popularity_weight: float = 0.5,
                  exclude_categories: tuple[str, ...] = (UNKNOWN_CATEGORY,)) -> None:
@@ -194,6 +200,12 @@ class CategoryRecommender(TopN):
         self.returned_ = {}
         self.metrics_ = {"customers": float(len(self.ranked_)), "categories": float(len(inter.categories))}
         return self
+
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """`recommended_categories` of every customer, as ranked at fit (popular ones for a customer unseen then)."""
+        ids = sorted(states)
+        return scores_frame(pd.DataFrame({"customer_id": ids, "top": [self.recommend(c, self.served) for c in ids]}),
+                            {"top": "recommended_categories"}, self.outputs)
 
 
 def _category_counts(inter: Interactions) -> sp.csr_matrix:

@@ -3,6 +3,8 @@ period; a second one ranks products the customer never bought (explore)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -10,12 +12,15 @@ import pandas as pd
 
 from engine.errors import ConfigError, NudgeError
 from engine.events import UNKNOWN_CATEGORY
+from engine.models.base import scores_frame
 from engine.models.data import TrainingData, bought_mask, indexer
+from engine.models.outputs import Output, outputs_of
 from engine.models.recommend.baselines import TopN, fit_als, rank_by_score
 from engine.models.recommend.candidates import candidates
 from engine.models.recommend.features import EXPLORE_FEATURES, FEATURES, features
 from engine.models.recommend.interactions import Interactions, interactions, watermark
 from engine.models.recommend.scores import CoBought, Neighbours
+from engine.state import CustomerState
 
 
 class RankedRecommender(TopN):
@@ -25,6 +30,7 @@ class RankedRecommender(TopN):
     """
 
     name: ClassVar[str] = "recommend"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("recommend")
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 1.0, iterations: int = 15,
                  half_life_days: float = 90.0, label_days: int = 92, own_candidates: int = 60,
@@ -151,6 +157,13 @@ class RankedRecommender(TopN):
             return self.recommend(customer_id, n)
         finally:
             self.ranked_ = stored
+
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """`recommended` and `explore` of every customer, as ranked at fit (popular ones for a customer unseen then)."""
+        ids = sorted(states)
+        wide = pd.DataFrame({"customer_id": ids, "recommended": [self.recommend(c, self.served) for c in ids],
+                             "explore": [self.explore(c, self.served) for c in ids]})
+        return scores_frame(wide, {"recommended": "recommended", "explore": "explore"}, self.outputs)
 
 
 def bought_codes(inter: Interactions, lines: pd.DataFrame, start: pd.Timestamp,

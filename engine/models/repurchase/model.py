@@ -13,8 +13,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from threadpoolctl import threadpool_limits
 
 from engine.errors import ConfigError, NudgeError
-from engine.models.base import Estimator
+from engine.models.base import SCORE_COLUMNS, Estimator, scores_frame
 from engine.models.data import TrainingData
+from engine.models.outputs import Output, outputs_of
 from engine.models.repurchase.history import History, day_frame, day_number, next_day
 from engine.state import CustomerState
 
@@ -57,6 +58,7 @@ class NextPurchase(Estimator):
     """Next purchase day per customer (level="customer") or per customer × top category (level="category")."""
 
     name: ClassVar[str] = "next_purchase"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("next_purchase")
 
     def __init__(self, level: str = "customer", horizon_days: int = 92, min_window_days: int = 14,
                  cut_step_days: int = 3, n_cuts: int = 70, min_days: int = 2,
@@ -282,11 +284,20 @@ class NextPurchase(Estimator):
             high=start + high.astype("timedelta64[D]"),
         )
 
+    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+        """Next purchase date, low and high of each key with `min_days` purchase days before `now`'s date."""
+        if not states:
+            return pd.DataFrame(columns=list(SCORE_COLUMNS))
+        prefix = "next_purchase" if self.level == "customer" else "category.next_purchase"
+        return scores_frame(self.predict(states, now), {k: f"{prefix}.{k}" for k in ("date", "low", "high")},
+                            self.outputs)
+
 
 class NextPurchaseCategory(NextPurchase):
     """Next purchase day per customer × top category, registered under its own name."""
 
     name: ClassVar[str] = "next_purchase_category"
+    outputs: ClassVar[tuple[Output, ...]] = outputs_of("next_purchase_category")
 
     def __init__(self, level: str = "category", horizon_days: int = 92, min_window_days: int = 14,
                  cut_step_days: int = 3, n_cuts: int = 70, min_days: int = 2,
