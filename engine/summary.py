@@ -15,7 +15,8 @@ QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 def population_summary(states: Mapping[str, CustomerState], now: datetime | None) -> dict:
     """Customers, baskets, revenue, and the distribution (quantiles, mean) of each LRFMV figure at `now`."""
-    buyers = [s for s in states.values() if s.baskets]
+    # In customer order, so the floating-point means do not depend on the order a store returned the states in.
+    buyers = [states[c] for c in sorted(states) if states[c].baskets]
     summary: dict = {
         "customers": len(states),
         "buyers": len(buyers),

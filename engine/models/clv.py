@@ -30,12 +30,13 @@ import structlog
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from sklearn.metrics import roc_auc_score
 
+from engine.clock import day_number
 from engine.errors import ConfigError, NudgeError
 from engine.events import CustomerProfile
 from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData
 from engine.models.outputs import Output, outputs_of
-from engine.state import EPOCH, CustomerState
+from engine.state import CustomerState
 
 log = structlog.get_logger(__name__)
 
@@ -45,12 +46,7 @@ DAYS_PER_MONTH = 30  # lifetimes' own convention for CLV months when T is in day
 
 def watermark_day(data: TrainingData) -> int:
     """The watermark's day number (days since 1970-01-01); the day after the latest purchase without one."""
-    if data.until is not None:
-        return data.until.date().toordinal() - EPOCH
-    last = [s.days[-1] for s in data.states.values() if s.days]
-    if not last:
-        raise NudgeError("clv: the training data holds no purchase day")
-    return max(last) + 1
+    return day_number(data.watermark)
 
 
 def line_days(lines: pd.DataFrame, profiles: dict[str, CustomerProfile]) -> np.ndarray:
@@ -287,7 +283,7 @@ class CLVModel(Estimator):
         """
         # Every purchase day up to `now` counts: the day after now's date, or now's date when now is midnight.
         midnight = now.hour == now.minute == now.second == now.microsecond == 0
-        end = now.date().toordinal() - EPOCH + (0 if midnight else 1)
+        end = day_number(now) + (0 if midnight else 1)
         fitted = [c for c in states if c in self.customers_.index] if end == self.watermark_day_ else []
         known = set(fitted)
         later = {c: s for c, s in states.items() if c not in known and s.purchase_days}

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.clock import watermark_after
 from engine.deadletters import DeadLetter
 from engine.errors import NudgeError
 from engine.events import CustomerProfile
@@ -46,6 +47,19 @@ class TrainingData:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(pd.util.hash_pandas_object(self.lines, index=False).to_numpy().tobytes())
         return digest.hexdigest()
+
+    @property
+    def watermark(self) -> datetime:
+        """The time models are fitted at: `until`, or for data collected without one the engine's one rule
+        (`engine.clock.watermark_after`) applied to the last line, or to the last purchase without lines."""
+        if self.until is not None:
+            return self.until
+        if isinstance(self.lines, pd.DataFrame) and not self.lines.empty:
+            return watermark_after(pd.Timestamp(self.lines["event_time"].max()).to_pydatetime())
+        last = [s.last_ts for s in self.states.values() if s.last_ts is not None]
+        if not last:
+            raise NudgeError("the training data holds no purchase: there is no watermark to fit at")
+        return watermark_after(datetime.fromtimestamp(max(last), UTC))
 
 
 def factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:

@@ -20,21 +20,22 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from engine.clock import day_number
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData, bought_mask
 from engine.models.outputs import Output, outputs_of
-from engine.state import EPOCH, CustomerState
+from engine.state import CustomerState
 
 MAX_SCORE = 5
 
 
 def pair_frame(states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
     """Per customer × top category: purchase days, spend share and due-ness (days since last / mean interval)."""
-    today = now.date().toordinal() - EPOCH
     rows = []
     for cid in sorted(states):
         state = states[cid]
+        today = day_number(now, state.zone)  # days since are counted in the customer's zone, as recency is
         total = sum(max(s.spend, 0) for s in state.categories.values())
         for top in sorted(state.categories):
             stats = state.categories[top]

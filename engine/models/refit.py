@@ -277,12 +277,11 @@ def _refit_index(index: int) -> ModelOutcome:
 
 
 def end_of_data(data: TrainingData) -> datetime | None:
-    """The watermark of data collected without one: midnight UTC after the last line's day."""
+    """The watermark of data collected without one (`TrainingData.watermark`); None for data without lines."""
     lines = data.lines
     if not isinstance(lines, pd.DataFrame) or "event_time" not in lines.columns or lines.empty:
         return None
-    last = pd.Timestamp(lines["event_time"].max())
-    return (last.tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
+    return data.watermark
 
 
 def _data_hash(data: TrainingData) -> str | None:

@@ -24,7 +24,7 @@ VIP (≥ 4.2), Gold (≥ 3.4), Silver (≥ 2.6) or Bronze.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar, Self
 
 import numpy as np
@@ -39,7 +39,7 @@ from engine.errors import ConfigError, NudgeError
 from engine.models.base import Estimator, scores_frame
 from engine.models.data import TrainingData, bought_mask
 from engine.models.outputs import Output, outputs_of
-from engine.state import EPOCH, CustomerState
+from engine.state import CustomerState
 
 FEATURES = ("length", "recency", "frequency", "monetary", "volume")
 # Prototype centroid z-scores of (recency, frequency, monetary, tenure) for each name. More names
@@ -183,8 +183,7 @@ class SegmentModel(Estimator):
     def fit(self, data: TrainingData, previous: SegmentModel | None = None, clv: pd.Series | None = None) -> Self:
         """Cluster the buyers' scaled LRFMV; with `previous`, keep its k and match segments to its ones."""
         self._check()
-        now = data.until or datetime.fromordinal(
-            max(s.days[-1] for s in data.states.values() if s.days) + EPOCH + 1).replace(tzinfo=UTC)
+        now = data.watermark
         self.features_ = features(data.states, now)
         if len(self.features_) < 2 * self.k_range[1]:
             raise NudgeError(f"segments: {len(self.features_)} customers with a purchase day; need at least "

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.clock import day_number
 from engine.errors import ConfigError, NudgeError
 from engine.models.catalogue import BY_NAME
 from engine.models.data import TrainingData, collect
-from engine.models.repurchase import CATEGORY_LEFT_OUT, NextPurchase, NextPurchaseCategory, day_number, evaluate
+from engine.models.repurchase import CATEGORY_LEFT_OUT, NextPurchase, NextPurchaseCategory, evaluate
 from engine.sources.completejourney import CompleteJourneySource
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)

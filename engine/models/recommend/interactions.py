@@ -4,7 +4,7 @@ features are computed at."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -98,9 +98,7 @@ def banned_products(data: TrainingData, inter: Interactions, exclude_categories:
 
 
 def watermark(data: TrainingData) -> datetime:
-    """The time features are computed at: the training watermark, or just after the last line."""
-    if data.until is not None:
-        return data.until
+    """The time features are computed at: the training watermark (`TrainingData.watermark`); lines are needed."""
     if data.lines.empty:
         raise NudgeError("recommend: the training data holds no purchase lines")
-    return data.lines["event_time"].max().to_pydatetime() + timedelta(seconds=1)
+    return data.watermark

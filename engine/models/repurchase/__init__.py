@@ -31,7 +31,7 @@ Modules: `history` (purchase-day frames and prefix figures), `model`, `evaluatio
 from __future__ import annotations
 
 from engine.models.repurchase.evaluation import evaluate, evaluate_level, truth
-from engine.models.repurchase.history import day_frame, day_number
+from engine.models.repurchase.history import day_frame
 from engine.models.repurchase.model import (
     CATEGORY_HAZARD_TREES,
     CATEGORY_LEFT_OUT,
@@ -44,4 +44,4 @@ from engine.models.repurchase.model import (
 MODELS = [NextPurchase, NextPurchaseCategory]
 
 __all__ = ["CATEGORY_HAZARD_TREES", "CATEGORY_LEFT_OUT", "HAZARD_TREES", "LEVELS", "MODELS", "NextPurchase",
-           "NextPurchaseCategory", "day_frame", "day_number", "evaluate", "evaluate_level", "truth"]
+           "NextPurchaseCategory", "day_frame", "evaluate", "evaluate_level", "truth"]

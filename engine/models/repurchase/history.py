@@ -5,22 +5,14 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Mapping
-from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
 
-from engine.state import EPOCH, CustomerState
+from engine.state import CustomerState
 
 WINDOWS = (7, 14, 28, 56)  # recent-activity counts: purchase days in the last w days before the cut
 _SPAN = 1 << 20  # key * _SPAN + day orders rows by key, then day (days are 16-bit)
-
-
-def day_number(when: datetime | date) -> int:
-    """The state's day number (days since 1970-01-01) of a date or of a datetime's date."""
-    if isinstance(when, datetime):
-        when = when.date()
-    return when.toordinal() - EPOCH
 
 
 def day_frame(states: Mapping[str, CustomerState], level: str) -> pd.DataFrame:

@@ -12,11 +12,12 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from engine.clock import day_number
 from engine.errors import ConfigError, NudgeError
 from engine.models.base import SCORE_COLUMNS, Estimator, scores_frame
 from engine.models.data import TrainingData
 from engine.models.outputs import Output, outputs_of
-from engine.models.repurchase.history import History, day_frame, day_number, next_day
+from engine.models.repurchase.history import History, day_frame, next_day
 from engine.state import CustomerState
 
 LEVELS = ("customer", "category")
