@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -219,7 +218,7 @@ def customer(
 ) -> None:
     """One customer's state (LRFMV, per-category intervals) and their scores, as the last refit wrote them."""
     from engine.db import connect
-    from engine.models.serving import customer_view
+    from engine.queries import customer_view
     from engine.store.scores import ScoreStore
 
     runtime = EmbeddedRuntime(Settings())
@@ -228,7 +227,7 @@ def customer(
     if state is None and not view.versions:
         _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(view), default=str))
+        typer.echo(view.model_dump_json())
         return
     now = runtime.checkpoints.watermark()
     if state is not None:

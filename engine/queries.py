@@ -1,25 +1,28 @@
 """Read models: what the engine answers about itself, as pydantic models the CLI renders now and an API will.
 
 Each function reads the engine's stores (or the model registry) and returns plain validated data; none
-writes. Times serialize as ISO 8601 with their offset (`2017-10-01T00:00:00+00:00`).
+writes. One customer's scores are `customer_view` (a `CustomerView`, read from the scores table). Times
+serialize as ISO 8601 with their offset (`2017-10-01T00:00:00+00:00`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from engine.deadletters import list_dead_letters
 from engine.errors import NudgeError
 from engine.models.registry import Registry, Version
+from engine.models.serving import CustomerView, customer_view
+from engine.moments import Moment
 from engine.store.checkpoints import CheckpointStore
 from engine.store.lines import LineStore
 from engine.summary import population_summary
 
-Moment = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str, when_used="json")]
+__all__ = ["CustomerView", "DeadLetterView", "ModelVersion", "PopulationSummary", "ReplayStatus", "customer_view",
+           "dead_letters", "model_versions", "population", "replay_status"]
 
 
 class FigureDistribution(BaseModel):

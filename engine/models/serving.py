@@ -9,37 +9,38 @@ names the version each answer is from and the models that have none.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from engine.errors import NudgeError
 from engine.models.base import Scorer
 from engine.models.outputs import VOCABULARY, outputs_of
 from engine.models.registry import Registry
+from engine.moments import Moment
 from engine.state import CustomerState
 from engine.store.scores import ScoreStore
 
 SCORED_MODELS: tuple[str, ...] = tuple(dict.fromkeys(o.model for o in VOCABULARY))
 
 
-@dataclass
-class CustomerView:
+class CustomerView(BaseModel):
     """One customer's scores; `versions` names the model version each answer is from, `as_of` when it was scored."""
 
     customer_id: str
-    as_of: datetime | None = None  # the latest time any of the customer's scores was computed at
+    as_of: Moment | None = None  # the latest time any of the customer's scores was computed at
     segment: str | None = None
     grade: str | None = None  # as of the segments model's training watermark
-    clv: dict[str, float] = field(default_factory=dict)  # expected_purchases, p_alive, spend_per_day, clv_<n>m
+    clv: dict[str, float] = Field(default_factory=dict)  # expected_purchases, p_alive, spend_per_day, clv_<n>m
     next_purchase: dict[str, str] | None = None  # date, low, high (ISO dates)
-    categories: list[dict[str, Any]] = field(default_factory=list)  # category, preference, next date and range
-    recommended: list[str] = field(default_factory=list)
-    explore: list[str] = field(default_factory=list)
-    recommended_categories: list[str] = field(default_factory=list)
-    cross_sell: list[str] = field(default_factory=list)
-    versions: dict[str, str] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)  # model name -> why it gave nothing
+    categories: list[dict[str, Any]] = Field(default_factory=list)  # category, preference, next date and range
+    recommended: list[str] = Field(default_factory=list)
+    explore: list[str] = Field(default_factory=list)
+    recommended_categories: list[str] = Field(default_factory=list)
+    cross_sell: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    missing: dict[str, str] = Field(default_factory=dict)  # model name -> why it gave nothing
 
 
 def write_scores(store: ScoreStore, name: str, version: str, model: Any, states: Mapping[str, CustomerState],
@@ -87,7 +88,7 @@ def rescore(store: ScoreStore, registry: Registry, states: Mapping[str, Customer
 
 def customer_view(store: ScoreStore, customer_id: str) -> CustomerView:
     """What the scores table says about `customer_id`, and which models have no answer and why."""
-    view = CustomerView(customer_id)
+    view = CustomerView(customer_id=customer_id)
     by_category: dict[str, dict[str, Any]] = {}
     for s in store.customer(customer_id):
         view.versions[s.model] = s.version

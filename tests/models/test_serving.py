@@ -4,7 +4,6 @@ re-scored alone; the customer view reads the table and names what is missing."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -209,7 +208,7 @@ def test_cli_customer_shows_the_scores_table(fitted: tuple, tmp_path: Path, monk
     shown = runner.invoke(app, ["customer", cid, "--json"])
     assert shown.exit_code == 0, shown.output
     figures = json.loads(shown.stdout)
-    assert figures == json.loads(json.dumps(dataclasses.asdict(customer_view(store, cid)), default=str))
+    assert figures == customer_view(store, cid).model_dump(mode="json")
     table = runner.invoke(app, ["customer", cid], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and figures["next_purchase"]["date"] in table.stdout
     assert figures["segment"] in table.stdout and figures["recommended"][0] in table.stdout
