@@ -28,7 +28,7 @@ from engine.models.catalogue import Entry, ModelFactory, entries
 from engine.models.data import TrainingData, collect
 from engine.models.guards import GUARDS
 from engine.models.registry import Guard, Registry
-from engine.models.serving import write_scores
+from engine.models.serving import scores_of, write_scores
 from engine.sources import Source
 from engine.store.scores import ScoreStore
 
@@ -101,15 +101,16 @@ def refit_all(source: Source | TrainingData, registry: Registry, until: datetime
              collect_seconds=round(collect_seconds, 3))
     chosen_guards = {e.name: _guard(e.name, guards) for e in chosen}
     if workers > 1 and len(chosen) > 1:
-        outcomes = _refit_forked(chosen, data, registry, chosen_guards, data_hash, workers)
+        # Workers also score what they publish, so the scoring runs two at a time beside the other fits.
+        scored = _refit_forked(chosen, data, registry, chosen_guards, data_hash, workers, scores is not None)
     else:
         done = {i: refit_one(chosen[i], data, registry, chosen_guards[chosen[i].name], data_hash=data_hash)
                 for i in _dependency_order(chosen)}
-        outcomes = [done[i] for i in range(len(chosen))]
+        scored = [(done[i], None) for i in range(len(chosen))]
     began = perf_counter()
-    for outcome in outcomes:
+    for outcome, frame in scored:
         if scores is not None:
-            _score(scores, registry, outcome, data)
+            _score(scores, registry, outcome, data, frame)
         report.outcomes.append(outcome)
         log.info("refit_model", model=outcome.name, status=outcome.status, version=outcome.version,
                  serving=outcome.serving, fit_seconds=outcome.fit_seconds, reason=outcome.reason,
@@ -205,14 +206,22 @@ def _serving_model(registry: Registry, name: str) -> tuple[Any, str]:
     return registry.load(name, version), f"{name} {version}"
 
 
-def _score(store: ScoreStore, registry: Registry, outcome: ModelOutcome, data: TrainingData) -> None:
-    """Write the serving version's outputs when the table does not hold them yet (a publish always)."""
+def _score(store: ScoreStore, registry: Registry, outcome: ModelOutcome, data: TrainingData,
+           frame: pd.DataFrame | None = None) -> None:
+    """Write the serving version's outputs (`frame` when a worker scored it) when the table does not hold them yet
+    (a publish always)."""
     if outcome.serving is None:
+        return
+    if outcome.score_error is not None:  # the worker that published it could not score it
+        log.error("refit_scores_failed", model=outcome.name, version=outcome.serving, reason=outcome.score_error)
         return
     held = store.versions().get(outcome.name)
     if held is not None and held.version == outcome.serving and outcome.status != "published":
         return
     try:
+        if frame is not None:
+            outcome.scored = store.publish(outcome.name, outcome.serving, frame, data.until)
+            return
         model = registry.load(outcome.name, outcome.serving)
         outcome.scored = write_scores(store, outcome.name, outcome.serving, model, data.states, data.until)
     except Exception as exc:  # the version serves; its scores are missing, and the report says why
@@ -222,20 +231,22 @@ def _score(store: ScoreStore, registry: Registry, outcome: ModelOutcome, data: T
 
 # What forked refit workers read: set just before the pool forks, so children inherit the training data
 # (copy-on-write) instead of receiving it pickled.
-_FORKED: tuple[TrainingData, Sequence[Entry], Registry, Mapping[str, Guard | None], str | None] | None = None
+_FORKED: tuple[TrainingData, Sequence[Entry], Registry, Mapping[str, Guard | None], str | None, bool] | None = None
 
 
 def _refit_forked(chosen: Sequence[Entry], data: TrainingData, registry: Registry,
-                  guards: Mapping[str, Guard | None], data_hash: str | None, workers: int) -> list[ModelOutcome]:
-    """Fit in forked workers; a model that reads another's serving version starts once that one is done."""
+                  guards: Mapping[str, Guard | None], data_hash: str | None, workers: int,
+                  score: bool) -> list[tuple[ModelOutcome, pd.DataFrame | None]]:
+    """Fit in forked workers (each scoring what it published when `score`); a model that reads another's serving
+    version starts once that one is done."""
     global _FORKED
-    _FORKED = (data, chosen, registry, guards, data_hash)
+    _FORKED = (data, chosen, registry, guards, data_hash, score)
     index = {e.name: i for i, e in enumerate(chosen)}
     waits = {i: {index[m] for m in e.after if m in index and m != e.name} for i, e in enumerate(chosen)}
     # Longest fits first (by the serving version's fit time), so one long fit is not left for last.
     pending = sorted(range(len(chosen)), key=lambda i: -_last_fit_seconds(registry, chosen[i].name))
     futures: dict[int, Future] = {}
-    outcomes: dict[int, ModelOutcome] = {}
+    outcomes: dict[int, tuple[ModelOutcome, pd.DataFrame | None]] = {}
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, len(chosen)), mp_context=context) as pool:
@@ -255,11 +266,12 @@ def _refit_forked(chosen: Sequence[Entry], data: TrainingData, registry: Registr
     return [outcomes[i] for i in range(len(chosen))]
 
 
-def _result(future: Future, name: str, registry: Registry, data: TrainingData) -> ModelOutcome:
+def _result(future: Future, name: str, registry: Registry,
+            data: TrainingData) -> tuple[ModelOutcome, pd.DataFrame | None]:
     try:
         return future.result()
     except Exception as exc:  # the worker died (e.g. out of memory): the model did not refit
-        return _failed(registry, name, exc, data, None)
+        return _failed(registry, name, exc, data, None), None
 
 
 def _last_fit_seconds(registry: Registry, name: str) -> float:
@@ -269,11 +281,18 @@ def _last_fit_seconds(registry: Registry, name: str) -> float:
         return math.inf
 
 
-def _refit_index(index: int) -> ModelOutcome:
+def _refit_index(index: int) -> tuple[ModelOutcome, pd.DataFrame | None]:
     if _FORKED is None:
         raise NudgeError("refit worker started without its data (the pool must fork after _FORKED is set)")
-    data, chosen, registry, guards, data_hash = _FORKED
-    return refit_one(chosen[index], data, registry, guards[chosen[index].name], data_hash=data_hash)
+    data, chosen, registry, guards, data_hash, score = _FORKED
+    outcome = refit_one(chosen[index], data, registry, guards[chosen[index].name], data_hash=data_hash)
+    if not score or outcome.status != "published":
+        return outcome, None  # the parent scores what still serves, if the table lacks it
+    try:
+        return outcome, scores_of(outcome.name, registry.load(outcome.name, outcome.version), data.states, data.until)
+    except Exception as exc:  # published, not scored: the parent records why
+        outcome.score_error = f"{type(exc).__name__}: {exc}"
+        return outcome, None
 
 
 def end_of_data(data: TrainingData) -> datetime | None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from engine.errors import NudgeError
@@ -43,12 +44,17 @@ class CustomerView(BaseModel):
     missing: dict[str, str] = Field(default_factory=dict)  # model name -> why it gave nothing
 
 
+def scores_of(name: str, model: Any, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
+    """Every declared output of `model` (the model called `name`) for the customers in `states` at `now`."""
+    if not isinstance(model, Scorer):
+        raise NudgeError(f"model {name!r} ({type(model).__name__}) declares no outputs: it has no score(states, now)")
+    return model.score(states, now)
+
+
 def write_scores(store: ScoreStore, name: str, version: str, model: Any, states: Mapping[str, CustomerState],
                  now: datetime) -> int:
     """Score every customer in `states` at `now` with `model` (version `version` of `name`); replace its rows."""
-    if not isinstance(model, Scorer):
-        raise NudgeError(f"model {name!r} ({type(model).__name__}) declares no outputs: it has no score(states, now)")
-    return store.publish(name, version, model.score(states, now), now)
+    return store.publish(name, version, scores_of(name, model, states, now), now)
 
 
 def score_all(store: ScoreStore, registry: Registry, states: Mapping[str, CustomerState], now: datetime,

@@ -257,3 +257,17 @@ def test_a_typo_in_a_model_name_is_an_error_naming_the_known_models(tmp_path: Pa
     result = CliRunner().invoke(app, ["refit", "--models", "segmnts", "--models-dir", str(tmp_path)],
                                 env={"NUDGE_HOME": str(tmp_path / "home"), "COLUMNS": "200"})
     assert result.exit_code == 2 and "no model 'segmnts'" in result.output
+
+
+def test_forked_workers_write_the_same_scores_as_one_process(tmp_path: Path, two_months: tuple) -> None:
+    _, october = two_months
+    models = ["clv", "segments", "preference", "rules"]
+    tables = {}
+    for workers in (1, 2):
+        scores = ScoreStore(connect(f"sqlite:///{tmp_path / f'engine{workers}.db'}"))
+        report = refit_all(october, Registry(tmp_path / f"models{workers}"), models=models, workers=workers,
+                           scores=scores)
+        assert report.ok and all(o.scored for o in report.outcomes), [(o.name, o.score_error) for o in report.outcomes]
+        tables[workers] = {m: scores.frame(m) for m in models}
+    for m in models:  # scored in the workers that fitted them or in the parent, the table is the same
+        pd.testing.assert_frame_equal(tables[1][m], tables[2][m])
