@@ -361,13 +361,11 @@ def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _watermark(data: TrainingData) -> datetime | None:
-    if data.until is not None:
-        return data.until
+    # The engine's one rule (`TrainingData.watermark`); lines that lack event times (a corrupted frame) give none.
     lines = data.lines
-    # Without `until` the watermark is the latest line seen; lines that lack it give no watermark.
-    if isinstance(lines, pd.DataFrame) and "event_time" in lines.columns and len(lines):
-        return lines["event_time"].max().to_pydatetime()
-    return None
+    if data.until is None and not (isinstance(lines, pd.DataFrame) and "event_time" in lines.columns and len(lines)):
+        return None
+    return data.watermark
 
 
 def _iso(moment: datetime | None) -> str | None:
