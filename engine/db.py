@@ -6,6 +6,7 @@ SQLite by default (the embedded runtime); any SQLAlchemy URL, PostgreSQL include
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
@@ -21,10 +22,30 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
 )
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator):
+    """A time stored as UTC and read back UTC-aware on every database (SQLite keeps the clock time only)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """UTC on the way in, so every dialect stores the same clock time."""
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """UTC-aware on the way out."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 metadata = MetaData()
 
@@ -44,10 +65,10 @@ checkpoint = Table(
     "checkpoint", metadata,
     Column("source", String, primary_key=True),
     Column("position", Integer, nullable=False),  # the next record to read
-    Column("watermark", DateTime(timezone=True)),
+    Column("watermark", UtcDateTime),
     Column("counters", Text, nullable=False),  # JSON of the cumulative counters
     Column("complete", Boolean, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 dead_letter = Table(
@@ -58,7 +79,7 @@ dead_letter = Table(
     Column("where", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("raw", Text, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
     UniqueConstraint("source", "position", name="dead_letter_once"),
 )
 
@@ -70,10 +91,10 @@ line_part = Table(
     Column("source", String, nullable=False),
     Column("purchases", Integer, nullable=False),
     Column("lines", Integer, nullable=False),
-    Column("first_time", DateTime(timezone=True), nullable=False),
-    Column("last_time", DateTime(timezone=True), nullable=False),
+    Column("first_time", UtcDateTime, nullable=False),
+    Column("last_time", UtcDateTime, nullable=False),
     Column("dropped", Boolean, nullable=False),
-    Column("written_at", DateTime(timezone=True), nullable=False),
+    Column("written_at", UtcDateTime, nullable=False),
 )
 
 
@@ -96,7 +117,7 @@ score = Table(
     Column("version", String, nullable=False),
     Column("number", Float),
     Column("text", Text),
-    Column("as_of", DateTime(timezone=True), nullable=False),  # the time the value was scored at
+    Column("as_of", UtcDateTime, nullable=False),  # the time the value was scored at
     Index("score_model_customer", "model", "customer_id"),
 )
 
@@ -105,9 +126,9 @@ score_version = Table(
     "score_version", metadata,
     Column("model", String, primary_key=True),
     Column("version", String, nullable=False),
-    Column("as_of", DateTime(timezone=True), nullable=False),  # the time the refit scored everyone at
+    Column("as_of", UtcDateTime, nullable=False),  # the time the refit scored everyone at
     Column("rows", Integer, nullable=False),
-    Column("written_at", DateTime(timezone=True), nullable=False),
+    Column("written_at", UtcDateTime, nullable=False),
 )
 
 

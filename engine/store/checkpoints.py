@@ -71,7 +71,7 @@ class CheckpointStore:
         """The latest watermark over all sources: the replay clock's "now"."""
         with self.engine.connect() as conn:
             marks = [r.watermark for r in conn.execute(select(checkpoint.c.watermark)) if r.watermark]
-        return max((m if m.tzinfo else m.replace(tzinfo=UTC)) for m in marks) if marks else None
+        return max(marks) if marks else None
 
     def load_states(self) -> dict[str, CustomerState]:
         """Every customer's state (older schemas migrated; a newer one refused, naming both versions)."""
@@ -103,7 +103,6 @@ class CheckpointStore:
         state_rows = [{"customer_id": s.customer_id, "state": pickle.dumps(s, protocol=5)} for s in states]
         profile_rows = [{"customer_id": p.customer_id, "profile": p.model_dump_json()} for p in profiles]
         letter_rows = [{**d.row(), "recorded_at": d.recorded_at or now} for d in dead_letters]
-        watermark = cp.watermark.astimezone(UTC) if cp.watermark else None
         with self.engine.begin() as conn:
             if state_rows:
                 conn.execute(upsert(self.engine, customer_state, "customer_id"), state_rows)
@@ -118,7 +117,7 @@ class CheckpointStore:
             if part is not None:
                 conn.execute(insert(line_part), [part.row(now)])
             conn.execute(upsert(self.engine, checkpoint, "source"), [{
-                "source": cp.source, "position": cp.position, "watermark": watermark,
+                "source": cp.source, "position": cp.position, "watermark": cp.watermark,
                 "counters": json.dumps(asdict(cp.counters)), "complete": cp.complete, "updated_at": now,
             }])
 
@@ -136,7 +135,4 @@ class CheckpointStore:
 
 
 def _checkpoint(row) -> Checkpoint:
-    watermark = row.watermark
-    if watermark is not None and watermark.tzinfo is None:  # SQLite drops the zone; we stored UTC
-        watermark = watermark.replace(tzinfo=UTC)
-    return Checkpoint(row.source, row.position, watermark, Counters(**json.loads(row.counters)), row.complete)
+    return Checkpoint(row.source, row.position, row.watermark, Counters(**json.loads(row.counters)), row.complete)

@@ -184,7 +184,7 @@ class LineStore:
         """The committed parts that hold lines, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(line_part).where(~line_part.c.dropped).order_by(line_part.c.seq))
-            return [LinePart(r.seq, r.source, r.purchases, r.lines, _utc(r.first_time), _utc(r.last_time))
+            return [LinePart(r.seq, r.source, r.purchases, r.lines, r.first_time, r.last_time)
                     for r in rows]
 
     def committed(self) -> list[int]:
@@ -195,7 +195,7 @@ class LineStore:
         """The latest event time of a part retention dropped: lines up to it may be missing."""
         with self.engine.connect() as conn:
             times = list(conn.execute(select(line_part.c.last_time).where(line_part.c.dropped)).scalars())
-        return max(_utc(t) for t in times) if times else None
+        return max(times) if times else None
 
     def discard_uncommitted(self) -> None:
         """Delete part files no committed checkpoint lists, and unfinished writes: a writer's first step."""
@@ -241,7 +241,6 @@ class LineStore:
 
     def drop_before(self, cutoff: datetime) -> int:
         """Drop the parts whose every purchase is dated before `cutoff`; how many were dropped."""
-        cutoff = cutoff.astimezone(UTC)
         with self.engine.begin() as conn:
             seqs = list(conn.execute(select(line_part.c.seq).where(~line_part.c.dropped,
                                                                    line_part.c.last_time < cutoff)).scalars())
@@ -252,5 +251,3 @@ class LineStore:
         return len(seqs)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone; we stored UTC

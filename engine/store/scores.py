@@ -58,7 +58,7 @@ class ScoreStore:
             conn.execute(delete(score).where(score.c.model == model))
             _insert(conn, rows)
             conn.execute(upsert(self.engine, score_version, "model").values(
-                model=model, version=version, as_of=as_of.astimezone(UTC), rows=len(rows),
+                model=model, version=version, as_of=as_of, rows=len(rows),
                 written_at=datetime.now(UTC)))
         return len(rows)
 
@@ -84,7 +84,7 @@ class ScoreStore:
         """Each model with scores: the version they come from."""
         with self.engine.connect() as conn:
             found = conn.execute(select(score_version)).all()
-        return {r.model: ScoredVersion(r.model, r.version, _utc(r.as_of), r.rows, _utc(r.written_at)) for r in found}
+        return {r.model: ScoredVersion(r.model, r.version, r.as_of, r.rows, r.written_at) for r in found}
 
     def customer(self, customer_id: str) -> list[Score]:
         """Every score of one customer, customer-level first, then by category and output."""
@@ -92,7 +92,7 @@ class ScoreStore:
             found = conn.execute(select(score).where(score.c.customer_id == customer_id)
                                  .order_by(score.c.category, score.c.output)).all()
         return [Score(r.model, r.version, r.category, r.output, output(r.output).decode(r.number, r.text),
-                      _utc(r.as_of)) for r in found]
+                      r.as_of) for r in found]
 
     def frame(self, model: str | None = None, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows as a frame (customer_id, category, output, model, version, value, as_of), sorted by key."""
@@ -103,7 +103,7 @@ class ScoreStore:
             found = conn.execute(query).all()
         wanted = None if customer_ids is None else set(customer_ids)
         records = [(r.customer_id, r.category, r.output, r.model, r.version,
-                    output(r.output).decode(r.number, r.text), _utc(r.as_of))
+                    output(r.output).decode(r.number, r.text), r.as_of)
                    for r in found if wanted is None or r.customer_id in wanted]
         columns = ["customer_id", "category", "output", "model", "version", "value", "as_of"]
         return (pd.DataFrame.from_records(records, columns=columns)
@@ -113,7 +113,6 @@ class ScoreStore:
 def _rows(model: str, version: str, frame: pd.DataFrame, as_of: datetime) -> list[dict[str, Any]]:
     """Table rows of a score frame; every output must be one `model` declares in the vocabulary."""
     rows = []
-    as_of = as_of.astimezone(UTC)  # SQLite keeps the clock time only: store UTC
     for name, part in frame.groupby("output", sort=True):
         out = output(str(name))
         if out.model != model:
@@ -130,6 +129,3 @@ def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(score.insert(), rows)
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite drops the zone; every time stored here is UTC-aware.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
