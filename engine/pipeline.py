@@ -7,6 +7,7 @@ record and differ only in where records come from and how what changed is persis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -31,6 +32,11 @@ class Outcome(Enum):
     PROFILE = "profile"  # a customer's attributes, kept as the latest profile
 
 
+def future_dated(when: datetime, now: datetime | None, tolerance: timedelta) -> bool:
+    """Whether an event at `when` lies beyond the tolerance past the clock's `now` (the dead-letter rule)."""
+    return now is not None and when > now + tolerance
+
+
 def process(
     state: CustomerState | None,
     purchase: Purchase,
@@ -44,7 +50,7 @@ def process(
     the clock) and `ConflictingDuplicate` for a known event id with other content.
     """
     when = purchase.event_time
-    if now is not None and when > now + tolerance:
+    if future_dated(when, now, tolerance):
         raise FutureDated(
             f"future-dated: event {purchase.event_id} at {when.isoformat()} is more than "
             f"{tolerance.days} days past the clock ({now.isoformat()})"
@@ -126,14 +132,20 @@ class Step:
     Returns the event and its outcome, or the record's `DeadLetter`; the caller persists what changed.
     """
 
-    def __init__(self, source: str, decoder: Decoder, ingest: Ingest, counters: Counters | None = None) -> None:
+    def __init__(self, source: str, decoder: Decoder, ingest: Ingest, counters: Counters | None = None,
+                 before: Callable[[Event], None] | None = None) -> None:
         self.source, self.decoder, self.ingest = source, decoder, ingest
         self.counters = Counters() if counters is None else counters
+        # Called with each decoded event before it is applied: a campaign runtime moves its clock there, so jobs
+        # due before the event see the state without it.
+        self.before = before
 
     def __call__(self, raw: Any, where: str, position: int) -> tuple[Event, Outcome] | DeadLetter:
         """Decode and ingest one record found at `position` (`where` names it for people)."""
         try:
             event = self.decoder.decode(raw, where)
+            if self.before is not None:
+                self.before(event)
             outcome = self.ingest(event)
         except DecodeError as exc:
             self.counters.count(None)

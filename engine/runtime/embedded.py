@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -18,6 +19,7 @@ from engine.clock import WatermarkClock
 from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
+from engine.events import CustomerProfile, Event, Purchase
 from engine.pipeline import ACCEPTED, Counters, Ingest, Outcome, Step
 from engine.sources import ReplayableSource
 from engine.state import CustomerState
@@ -48,6 +50,24 @@ class ReplaySummary:
         return self.run.records / self.seconds if self.seconds > 0 else 0.0
 
 
+class ReplayObserver(Protocol):
+    """What runs beside a replay on its clock (the campaign runtime): told of each event before and after it is
+    applied, it may ask for a checkpoint, and what it returns from `saved` is kept with every checkpoint."""
+
+    def begin(self, saved: dict | None, states: dict[str, CustomerState],
+              profiles: dict[str, CustomerProfile], checkpoint: Callable[[], None]) -> None:
+        """The replay starts (or resumes, with what the last checkpoint kept); `checkpoint()` saves one now."""
+
+    def before(self, event: Event) -> None:
+        """`event` is decoded and about to be applied."""
+
+    def applied(self, event: Purchase, outcome: Outcome, state: CustomerState) -> None:
+        """`event` changed `state` (APPLIED or LATE)."""
+
+    def saved(self) -> dict:
+        """What to keep with the checkpoint being written (JSON)."""
+
+
 class EmbeddedRuntime:
     """Replays sources into the engine's database and line store."""
 
@@ -63,8 +83,10 @@ class EmbeddedRuntime:
         *,
         fresh: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        observer: ReplayObserver | None = None,
     ) -> ReplaySummary:
-        """Replay `source` from its checkpoint (or from the start with `fresh`) to its end."""
+        """Replay `source` from its checkpoint (or from the start with `fresh`) to its end, with `observer` (the
+        campaign runtime) beside it on the replay's clock."""
         settings = self.settings
         if fresh:
             self.checkpoints.reset(source.key)
@@ -74,7 +96,8 @@ class EmbeddedRuntime:
         profiles = self.checkpoints.load_profiles()
         clock = WatermarkClock(cp.watermark)
         step = Step(source.key, source.decoder,
-                    Ingest(clock, settings.future_tolerance, settings.policy, states, profiles))
+                    Ingest(clock, settings.future_tolerance, settings.policy, states, profiles),
+                    before=None if observer is None else observer.before)
         run = step.counters
         every = settings.checkpoint_every
         dirty: set[str] = set()
@@ -94,6 +117,7 @@ class EmbeddedRuntime:
             self.checkpoints.save(
                 Checkpoint(cp.source, position, now, cp.counters.plus(run), complete),
                 (states[c] for c in dirty), (profiles[c] for c in dirty_profiles), letters, part,
+                None if observer is None else observer.saved(),
             )
             if part is not None:
                 seq += 1
@@ -106,6 +130,14 @@ class EmbeddedRuntime:
         log.info("replay.start", source=source.key, position=position, customers=len(states), fresh=fresh)
         started = time.perf_counter()
         since_checkpoint = 0
+
+        def checkpoint_now() -> None:
+            nonlocal since_checkpoint
+            save(complete=False)
+            since_checkpoint = 0
+
+        if observer is not None:
+            observer.begin(self.checkpoints.load_runner(source.key), states, profiles, checkpoint_now)
         if not cp.complete:
             for record in source.records(position):
                 result = step(record.raw, record.where, record.position)
@@ -116,6 +148,8 @@ class EmbeddedRuntime:
                     if outcome in ACCEPTED:
                         dirty.add(event.customer_id)
                         accepted.add(event)
+                        if observer is not None:
+                            observer.applied(event, outcome, states[event.customer_id])
                     elif outcome is Outcome.PROFILE:
                         dirty_profiles.add(event.customer_id)
                 position = record.position + 1

@@ -97,8 +97,13 @@ class CheckpointStore:
         profiles: Iterable[CustomerProfile],
         dead_letters: Iterable[DeadLetter],
         part: LinePart | None = None,
+        runner: dict | None = None,
     ) -> None:
-        """Write the changed states and profiles, new dead letters, the new line part and the position, atomically."""
+        """Write the changed states and profiles, new dead letters, the new line part and the position, atomically.
+
+        `runner` is what a runtime around the replay keeps with the position (the campaign scheduler's last fires,
+        the model versions serving): JSON, read back by `load_runner`.
+        """
         now = datetime.now(UTC)
         state_rows = [{"customer_id": s.customer_id, "state": pickle.dumps(s, protocol=5)} for s in states]
         profile_rows = [{"customer_id": p.customer_id, "profile": p.model_dump_json()} for p in profiles]
@@ -110,16 +115,25 @@ class CheckpointStore:
                 conn.execute(upsert(self.engine, customer_profile, "customer_id"), profile_rows)
             if letter_rows:
                 conn.execute(insert_ignoring_duplicates(self.engine, dead_letter), letter_rows)
-            conn.execute(upsert(self.engine, store_meta, "key"), [
+            meta = [
                 {"key": "state_schema", "value": str(STATE_SCHEMA)},
                 {"key": "libraries", "value": json.dumps(library_versions())},
-            ])
+            ]
+            if runner is not None:
+                meta.append({"key": _runner_key(cp.source), "value": json.dumps(runner, sort_keys=True)})
+            conn.execute(upsert(self.engine, store_meta, "key"), meta)
             if part is not None:
                 conn.execute(insert(line_part), [part.row(now)])
             conn.execute(upsert(self.engine, checkpoint, "source"), [{
                 "source": cp.source, "position": cp.position, "watermark": cp.watermark,
                 "counters": json.dumps(asdict(cp.counters)), "complete": cp.complete, "updated_at": now,
             }])
+
+    def load_runner(self, source: str) -> dict | None:
+        """What the runtime around `source`'s replay saved with its last checkpoint (see `save`), if anything."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(store_meta.c.value).where(store_meta.c.key == _runner_key(source))).first()
+        return None if row is None else json.loads(row.value)
 
     def reset(self, source: str) -> None:
         """Forget all state, profiles, checkpoints and stored lines, and this source's dead letters (a fresh replay).
@@ -132,6 +146,11 @@ class CheckpointStore:
             conn.execute(delete(customer_profile))
             conn.execute(delete(checkpoint))  # every position assumed the state just cleared
             conn.execute(delete(dead_letter).where(dead_letter.c.source == source))
+            conn.execute(delete(store_meta).where(store_meta.c.key.like("runner:%")))
+
+
+def _runner_key(source: str) -> str:
+    return f"runner:{source}"
 
 
 def _checkpoint(row) -> Checkpoint:
