@@ -100,11 +100,14 @@ class ScoreStore:
         if model is not None:
             query = query.where(score.c.model == model)
         with self.engine.connect() as conn:
-            found = conn.execute(query).all()
-        wanted = None if customer_ids is None else set(customer_ids)
+            if customer_ids is None:
+                found = conn.execute(query).all()
+            else:
+                ids = sorted(set(map(str, customer_ids)))
+                found = [r for start in range(0, len(ids), _CHUNK)
+                         for r in conn.execute(query.where(score.c.customer_id.in_(ids[start:start + _CHUNK])))]
         records = [(r.customer_id, r.category, r.output, r.model, r.version,
-                    output(r.output).decode(r.number, r.text), r.as_of)
-                   for r in found if wanted is None or r.customer_id in wanted]
+                    output(r.output).decode(r.number, r.text), r.as_of) for r in found]
         columns = ["customer_id", "category", "output", "model", "version", "value", "as_of"]
         return (pd.DataFrame.from_records(records, columns=columns)
                 .sort_values(["customer_id", "category", "output"]).reset_index(drop=True))
