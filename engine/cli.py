@@ -197,18 +197,133 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
                   + (f"; dropped up to {store.dropped_until:%Y-%m-%d}" if store.dropped_until else ""))
 
 
+DEMO_START = "2017-10-01"
+
+
 @app.command()
-def demo() -> None:
-    """Replay the whole Complete Journey year on the embedded runtime, then print the summary."""
+def demo(
+    start: Annotated[str, typer.Option("--from", help="Campaigns run from this date (UTC); the year before builds "
+                                        "the state the first refit fits on.")] = DEMO_START,
+) -> None:
+    """Backtest the example campaigns over the Complete Journey year: replay it on event time, refit monthly from
+    --from, fire, judge and deliver (to file outboxes), and print what each campaign did."""
+    _run_campaigns(SourceKind.cj, None, start, fresh=True, directory=None,
+                   consent=Path("campaigns/consent/cj_consent.csv"), as_json=False)
+
+
+@app.command()
+def run(
+    source: Annotated[SourceKind, typer.Option("--source", "-s", help="cj, lpoint or jsonl.")] = SourceKind.cj,
+    path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Campaigns run from this date (UTC); events before "
+                                              "only build state. Default: from the first event.")] = None,
+    follow: Annotated[Path | None, typer.Option(help="Follow this JSON Lines file as it grows, on the wall clock.")]
+    = None,
+    fresh: Annotated[bool, typer.Option(help="Start over: forget state, checkpoints, ledger and scores.")] = False,
+    campaigns_dir: Annotated[Path | None, typer.Option("--campaigns", help="Campaign folder (default: settings).")]
+    = None,
+    consent: Annotated[Path | None, typer.Option(help="Import this consent CSV first.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Run the campaigns: replay a source on event time (a backtest, resumable), or follow a file live."""
+    if follow is not None:
+        _follow(follow, start, campaigns_dir, consent)
+        return
+    _run_campaigns(source, path, start, fresh=fresh, directory=campaigns_dir, consent=consent, as_json=as_json)
+
+
+def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, fresh: bool,
+                   directory: Path | None, consent: Path | None, as_json: bool) -> None:
+    from engine.runtime.campaigns import campaign_table, open_campaigns, reset_campaigns
+
     settings = Settings()
     runtime = EmbeddedRuntime(settings)
     try:
-        src = open_source(SourceKind.cj, None, settings, None)
-        result = _replay_with_progress(runtime, src, fresh=True, show=True)
+        begin = _utc_date(start, "--from") if start else None
+        src = open_source(source, path, settings, None)
+        if fresh:
+            reset_campaigns(settings, runtime.engine)
+        if consent is not None:
+            _import_consent(runtime.engine, consent)
+        campaigns = open_campaigns(settings, runtime.engine, start=begin, directory=directory)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, disable=as_json) as progress:
+            task = progress.add_task(f"run {src.key}", total=len(src))
+            result = runtime.replay(src, fresh=fresh, observer=campaigns,
+                                    on_progress=lambda pos: progress.update(task, completed=pos))
     except NudgeError as exc:
         _fail(exc)
+    rows = campaign_table(campaigns.ledger, campaigns.campaign_set.campaigns)
+    if as_json:
+        typer.echo(json.dumps({"replay": _summary_dict(result), "campaigns": rows,
+                               "jobs": campaigns.report.to_dict()}))
+        return
     _print_replay(result)
-    _print_population(runtime, as_json=False)
+    _print_campaign_table(rows, campaigns.report, result.seconds)
+
+
+def _follow(path: Path, start: str | None, directory: Path | None, consent: Path | None) -> None:
+    """Follow a JSON Lines file live: new purchases as they are appended, the jobs on the wall clock."""
+    import signal
+    import threading
+
+    from engine.clock import WallClock
+    from engine.runtime.campaigns import open_campaigns
+    from engine.sources.jsonl import JsonLinesSource
+
+    settings = Settings()
+    runtime = EmbeddedRuntime(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    clock = WallClock()
+    try:
+        begin = _utc_date(start, "--from") if start else None
+        src = JsonLinesSource(path, follow=True)
+        if consent is not None:
+            _import_consent(runtime.engine, consent)
+        campaigns = open_campaigns(settings, runtime.engine, start=begin, directory=directory, clock=clock)
+
+        def idle() -> bool:
+            campaigns.advance(clock.now())
+            if stop.wait(settings.follow_poll_seconds):
+                return False
+            src.refresh()
+            return True
+
+        err.print(f"following {path} (Ctrl-C or SIGTERM stops after a checkpoint)")
+        try:
+            runtime.replay(src, observer=campaigns, idle=idle)
+        except KeyboardInterrupt:
+            err.print("stopped")
+    except NudgeError as exc:
+        _fail(exc)
+
+
+def _import_consent(engine, path: Path) -> int:
+    from engine.campaigns.consent import ConsentStore, read_csv
+
+    return ConsentStore(engine).record(read_csv(path))
+
+
+_COLUMNS = ("candidates", "sent", "held_out", "control", "deferred", "capped", "outranked", "over_budget",
+            "no_consent", "paused", "aborted", "render_error", "failed")
+
+
+def _print_campaign_table(rows: list[dict], report, seconds: float) -> None:
+    table = Table(title="campaigns (backtest on event time)")
+    table.add_column("campaign")
+    for col in _COLUMNS:
+        table.add_column(col.replace("_", " "), justify="right")
+    for row in rows:
+        table.add_row(row["campaign"], *(f"{row[c]:,}" for c in _COLUMNS))
+    console.print(table)
+    jobs = ", ".join(f"{job} {n}" for job, n in sorted(report.fires.items()))
+    missed = ", ".join(f"{job} {n}" for job, n in sorted(report.missed.items())) or "none"
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+    console.print(f"jobs run: {jobs}; missed: {missed}")
+    console.print(f"run {seconds:.1f} s; stages: {stages}")
+    for name, error in sorted(report.reload_errors.items()):
+        console.print(f"[red]campaign file rejected[/red] {name}: {error}", soft_wrap=True)
 
 
 @app.command()

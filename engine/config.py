@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Stored purchase lines older than this behind the watermark are dropped, whole parts at a time; the models
     # fit on a year of lines.
     line_retention_days: float = Field(default=400.0, gt=0)
+    # lead (campaign runtime):
+    follow_poll_seconds: float = Field(default=1.0, gt=0)  # `nudge run --follow`: how often the file is re-read
 
     @property
     def database_url(self) -> str:

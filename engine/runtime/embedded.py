@@ -84,9 +84,14 @@ class EmbeddedRuntime:
         fresh: bool = False,
         on_progress: Callable[[int], None] | None = None,
         observer: ReplayObserver | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> ReplaySummary:
         """Replay `source` from its checkpoint (or from the start with `fresh`) to its end, with `observer` (the
-        campaign runtime) beside it on the replay's clock."""
+        campaign runtime) beside it on the replay's clock.
+
+        With `idle` the source is followed: at its end `idle()` is called (it waits, and runs what the wall
+        clock has made due) and reading goes on from where it stopped, until `idle()` returns False.
+        """
         settings = self.settings
         if fresh:
             self.checkpoints.reset(source.key)
@@ -138,30 +143,38 @@ class EmbeddedRuntime:
 
         if observer is not None:
             observer.begin(self.checkpoints.load_runner(source.key), states, profiles, checkpoint_now)
-        if not cp.complete:
-            for record in source.records(position):
-                result = step(record.raw, record.where, record.position)
-                if isinstance(result, DeadLetter):
-                    letters.append(result)
-                else:
-                    event, outcome = result
-                    if outcome in ACCEPTED:
-                        dirty.add(event.customer_id)
-                        accepted.add(event)
-                        if observer is not None:
-                            observer.applied(event, outcome, states[event.customer_id])
-                    elif outcome is Outcome.PROFILE:
-                        dirty_profiles.add(event.customer_id)
-                position = record.position + 1
-                since_checkpoint += 1
-                if since_checkpoint >= every:
+        if not cp.complete or idle is not None:
+            while True:
+                for record in source.records(position):
+                    result = step(record.raw, record.where, record.position)
+                    if isinstance(result, DeadLetter):
+                        letters.append(result)
+                    else:
+                        event, outcome = result
+                        if outcome in ACCEPTED:
+                            dirty.add(event.customer_id)
+                            accepted.add(event)
+                            if observer is not None:
+                                observer.applied(event, outcome, states[event.customer_id])
+                        elif outcome is Outcome.PROFILE:
+                            dirty_profiles.add(event.customer_id)
+                    position = record.position + 1
+                    since_checkpoint += 1
+                    if since_checkpoint >= every:
+                        save(complete=False)
+                        since_checkpoint = 0
+                        log.info("replay.checkpoint", source=source.key, position=position)
+                    if on_progress and run.records % 2048 == 0:
+                        on_progress(position)
+                if idle is None:
+                    break
+                if since_checkpoint:  # following: what arrived is saved before waiting for more
                     save(complete=False)
                     since_checkpoint = 0
-                    log.info("replay.checkpoint", source=source.key, position=position)
-                if on_progress and run.records % 2048 == 0:
-                    on_progress(position)
+                if not idle():
+                    break
             position = max(position, len(source))
-            save(complete=True)
+            save(complete=idle is None)
         seconds = time.perf_counter() - started
         if on_progress:
             on_progress(position)

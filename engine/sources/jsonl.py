@@ -20,21 +20,30 @@ from engine.sources import Record
 class JsonLinesSource:
     """Events from a `.jsonl` file; position = line index."""
 
-    def __init__(self, path: str | Path, zone: str = "UTC") -> None:
+    def __init__(self, path: str | Path, zone: str = "UTC", follow: bool = False) -> None:
         self.path = Path(path)
         self.decoder = JsonLinesDecoder(zone)
         self.key = f"jsonl:{self.path.resolve()}"
+        self.follow = follow  # a followed file may be empty yet, and its unfinished last line is not read
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file")
-        data = self.path.read_bytes()
-        if not data.strip():
+        self._lines: list[str] = []
+        self.refresh()
+        if not follow and not any(line.strip() for line in self._lines):
             raise SourceError(f"{self.path}: the file is empty")
+
+    def refresh(self) -> int:
+        """Read the file again (it may have grown); the number of lines it now holds."""
+        data = self.path.read_bytes()
+        if self.follow:
+            data = data[: data.rfind(b"\n") + 1]  # a line still being written waits for its newline
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise SourceError(f"{self.path} line {line}: bytes that are not UTF-8 ({exc.reason})") from None
         self._lines = text.splitlines()
+        return len(self._lines)
 
     def __len__(self) -> int:
         return len(self._lines)

@@ -1,0 +1,439 @@
+"""The campaign runtime: refits, re-scoring, the due sweep, arbitration, the ledger and delivery as jobs on a clock.
+
+Wiring only, like the embedded runtime it sits beside (as its `ReplayObserver`): the clock is the replay's
+watermark, so replaying last year through these jobs is a backtest; live, the same jobs run on the wall clock.
+Exactly-once comes from the ledger's idempotency key, not from this loop: a resumed run re-derives the same
+candidates, finds their keys recorded, and sends nothing twice. The scheduler's cursors and the serving model
+versions are kept with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, delete
+
+from engine.campaigns.arbitration import arbitrate
+from engine.campaigns.audience import matches
+from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Verdict
+from engine.campaigns.caps import BudgetBook, CapBook
+from engine.campaigns.consent import ConsentBook, ConsentStore
+from engine.campaigns.running import CampaignSet
+from engine.campaigns.schema import Campaign, EventTrigger
+from engine.campaigns.triggers import DueIndex, contexts, purchase_candidates
+from engine.clock import Clock
+from engine.config import Settings
+from engine.db import delivery_ledger, score, score_version, wallet_offer
+from engine.delivery.channels import Channel, FileOutbox, channels_from_settings
+from engine.delivery.deliver import Deliverer, RetryPolicy
+from engine.delivery.ledger import Ledger
+from engine.delivery.render import Renderer
+from engine.events import CustomerProfile, Event, Purchase
+from engine.models.data import from_stores
+from engine.models.refit import refit_all
+from engine.models.registry import Registry
+from engine.models.serving import rescore
+from engine.pipeline import Outcome, future_dated
+from engine.runtime.scheduler import EventTimeScheduler, Fire, Job
+from engine.state import CustomerState
+from engine.store.checkpoints import CheckpointStore
+from engine.store.lines import LineStore
+from engine.store.scores import ScoreStore
+
+log = structlog.get_logger("nudge.campaigns")
+
+RUNNER_SCHEMA = 1
+# The models whose outputs the campaign rules, triggers and templates read; `recommend` and `rules` feed the
+# dashboard and cost most of a refit, so a backtest's monthly refit leaves them out unless asked.
+CAMPAIGN_MODELS: tuple[str, ...] = ("clv", "segments", "next_purchase", "next_purchase_category", "preference")
+STAGES: tuple[str, ...] = ("reload", "refit", "rescore", "sweep", "arbitrate", "ledger", "deliver")
+
+
+@dataclass
+class RunReport:
+    """What the campaign jobs did in one run: fires per job, missed fires, seconds per stage."""
+
+    fires: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    missed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    candidates: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # per campaign, new keys judged
+    refits: list[dict[str, Any]] = field(default_factory=list)
+    reload_errors: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-able values."""
+        return {"fires": dict(self.fires), "missed": dict(self.missed),
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+                "candidates": dict(self.candidates), "refits": self.refits, "reload_errors": self.reload_errors}
+
+
+class _Contexts(Mapping[str, CustomerContext]):
+    """The due index's contexts as the mapping arbitration reads."""
+
+    def __init__(self, index: DueIndex) -> None:
+        self.index = index
+
+    def __getitem__(self, customer_id: str) -> CustomerContext:
+        return self.index.context(customer_id)
+
+    def __contains__(self, customer_id: object) -> bool:
+        return customer_id in self.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index.ids())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class CampaignRuntime:
+    """The campaign jobs beside a replay (or a live feed): give it to `EmbeddedRuntime.replay(observer=...)`.
+
+    Nothing happens before `start` but the state being built; at `start` the models are refitted (when they
+    have no scores yet), then the jobs run: `refit` (cron, default monthly), `sweep` (cron, default daily:
+    re-score the customers whose state changed, reload the campaign files, find what is due, judge it,
+    record it, deliver) and `deliver` (cron, default hourly: purchase-triggered candidates and deferred
+    messages whose time came).
+    """
+
+    def __init__(self, settings: Settings, campaigns: CampaignSet, deliverer: Deliverer, *,
+                 start: datetime | None = None, models: Sequence[str] = CAMPAIGN_MODELS,
+                 refit_cron: str | None = "0 0 1 * *", sweep_cron: str = "0 0 * * *",
+                 deliver_cron: str = "0 * * * *", zone: str = "UTC", refit_workers: int = 2,
+                 control_percent: float | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        # None: the clock is the events' watermark (a replay); a live clock (WallClock) is advanced by `advance`.
+        self.clock = clock
+        self.campaign_set = campaigns
+        self.deliverer = deliverer
+        self.ledger: Ledger = deliverer.ledger
+        self.engine = self.ledger.engine
+        self.scores = ScoreStore(self.engine)
+        self.registry = Registry(settings.models_dir)
+        self.consent = ConsentStore(self.engine)
+        self.start = start
+        self.models = tuple(models)
+        self.refit_workers = refit_workers
+        self.control_percent = settings.control_percent if control_percent is None else control_percent
+        grace = timedelta(hours=26)  # a day's gap in the events still runs the day's sweep; more is a miss
+        jobs = [Job.cron("sweep", sweep_cron, zone, grace), Job.cron("deliver", deliver_cron, zone, grace)]
+        if refit_cron:
+            jobs.append(Job.cron("refit", refit_cron, zone, timedelta(days=7)))
+        self.scheduler = EventTimeScheduler(jobs, zone, start)
+        self.report = RunReport()
+        self.now: datetime | None = None  # the campaign clock: the latest fire time run
+        self.watermark: datetime | None = None
+        self.started = False
+        self.index = DueIndex()
+        self.contexts = _Contexts(self.index)
+        self.states: dict[str, CustomerState] = {}
+        self.profiles: dict[str, CustomerProfile] = {}
+        self.dirty: set[str] = set()
+        self.pending: list[Candidate] = []  # purchase-triggered, judged at the next deliver or sweep
+        self.last_sweep: datetime | None = None
+        self._checkpoint: Callable[[], None] = lambda: None
+        self._done: dict[str, Any] = {}
+        self._first_basket: dict[str, bool] = {}
+        self._consent_changes: list = []
+        self._consent_times: list[datetime] = []
+        self._consent_book: ConsentBook | None = None
+        self._consent_known = -1
+        self.caps = CapBook()
+        self.budgets = BudgetBook()
+
+    # -- the observer protocol -----------------------------------------------------------------------------
+    def begin(self, saved: dict | None, states: dict[str, CustomerState], profiles: dict[str, CustomerProfile],
+              checkpoint: Callable[[], None]) -> None:
+        """Start, or resume from what the last checkpoint kept."""
+        self.states, self.profiles, self._checkpoint = states, profiles, checkpoint
+        if saved:
+            if saved.get("schema") != RUNNER_SCHEMA:
+                log.warning("campaigns.runner_schema", saved=saved.get("schema"), expected=RUNNER_SCHEMA)
+            self.scheduler.restore(saved["scheduler"])
+            self.started = bool(saved.get("started"))
+            self.now = _time(saved.get("now"))
+            self.watermark = _time(saved.get("watermark"))
+            self.last_sweep = _time(saved.get("last_sweep"))
+            self.dirty = set(saved.get("dirty", []))
+            self.pending = [Candidate(p["campaign"], p["customer_id"], p["occurrence"], _time(p["at"]),
+                                      p.get("reason", ""), p.get("category")) for p in saved.get("pending", [])]
+            self._check_models(saved.get("models", {}))
+        self._done = self._state()
+        self.campaign_set.reload(self.now or datetime.now(UTC))  # the clock is unknown yet: the audit's time
+        self._consent_changes = sorted(self.consent.changes(), key=lambda c: c.at)
+        self._consent_times = [c.at for c in self._consent_changes]
+        if self.started:
+            self._rebuild()
+
+    def before(self, event: Event) -> None:
+        """Move the campaign clock to the event's time (unless it will be dead-lettered as future-dated)."""
+        if not isinstance(event, Purchase):
+            return
+        when = event.event_time
+        if future_dated(when, self.watermark, self.settings.future_tolerance):
+            return
+        state = self.states.get(event.customer_id)
+        self._first_basket[event.customer_id] = state is None or state.baskets == 0
+        if self.clock is not None:  # live: the wall clock moves the jobs, not the events
+            return
+        if self.watermark is None or when > self.watermark:
+            self.watermark = when
+            self.advance(when)
+
+    def applied(self, event: Purchase, outcome: Outcome, state: CustomerState) -> None:
+        """Mark the customer changed; purchase-triggered campaigns make their candidates now."""
+        cid = event.customer_id
+        if not self.started:
+            return
+        self.dirty.add(cid)
+        if cid not in self.contexts:
+            self.index.update(cid, CustomerContext(cid, state, self.profiles.get(cid)))
+        event_campaigns = {n: c for n, c in self.campaign_set.campaigns.items() if isinstance(c.trigger, EventTrigger)}
+        if event_campaigns:
+            # `on_purchase` reads the state before the purchase only for "first purchase": None says there was none.
+            before = None if self._first_basket.pop(cid, False) else state
+            self.pending += purchase_candidates(event_campaigns, event, before, state)
+
+    def saved(self) -> dict:
+        """The cursors and clock as of the last completed jobs, and the serving model versions."""
+        return self._done
+
+    # -- the jobs ------------------------------------------------------------------------------------------
+    def advance(self, now: datetime) -> None:
+        """Run every job whose fire time has come by `now`, in time order; checkpoint after a sweep or refit."""
+        if self.start is not None and not self.started:
+            if now < self.start:
+                return
+            self._begin_campaigns(self.start)
+        fires = self.scheduler.advance(now)
+        want_checkpoint = False
+        for fire in fires:
+            if fire.missed:
+                self.report.missed[fire.job] += 1
+                log.warning("campaigns.missed_fire", job=fire.job, at=fire.at.isoformat(), now=now.isoformat())
+                continue
+            self.report.fires[fire.job] += 1
+            self.now = fire.at
+            if fire.job == "refit":
+                self._refit(fire.at)
+                want_checkpoint = True
+            elif fire.job == "sweep":
+                self._sweep(fire.at)
+                want_checkpoint = True
+            else:
+                self._judge(self._take_pending(), fire.at)
+                self._deliver(fire.at)
+        if fires:
+            self._done = self._state()
+        if want_checkpoint:
+            self._checkpoint()
+
+    def _begin_campaigns(self, at: datetime) -> None:
+        self.started = True
+        self.now = at
+        self._checkpoint()  # the line store must hold every purchase before `at` for the refit to read
+        if set(self.models) - set(self.scores.versions()):
+            self._refit(at, checkpointed=True)
+        else:
+            self._rebuild()
+        self.dirty = set()
+        self._done = self._state()
+
+    def _refit(self, at: datetime, checkpointed: bool = False) -> None:
+        with self._stage("refit"):
+            if not checkpointed:
+                self._checkpoint()
+            runtime_stores = CheckpointStore(self.engine), LineStore(self.settings.lines_dir, self.engine)
+            data, _ = from_stores(*runtime_stores, at, self.settings.policy)
+            report = refit_all(data, self.registry, until=at, models=list(self.models), workers=self.refit_workers,
+                               scores=self.scores)
+            self.report.refits.append({"at": at.isoformat(), "seconds": round(report.total_seconds, 2),
+                                       "outcomes": {o.name: o.status for o in report.outcomes}})
+            log.info("campaigns.refit", at=at.isoformat(), seconds=round(report.total_seconds, 2),
+                     outcomes={o.name: o.status for o in report.outcomes})
+        self._rebuild()
+        self.dirty = set()
+
+    def _rebuild(self) -> None:
+        """Index every customer from the scores table (after a refit, or on resume)."""
+        with self._stage("rescore"):
+            self.index = DueIndex.build(self.scores.frame(), self.states, self.profiles)
+            self.contexts = _Contexts(self.index)
+        entries = self.ledger.entries()
+        campaigns = self.campaign_set.campaigns
+        self.caps = CapBook.from_entries(entries, campaigns, self._zone_of)
+        self.budgets = BudgetBook.from_entries(entries, campaigns)
+
+    def _zone_of(self, customer_id: str) -> str:
+        if customer_id in self.contexts:
+            return self.contexts[customer_id].zone
+        return CustomerContext(customer_id, self.states.get(customer_id), self.profiles.get(customer_id)).zone
+
+    def _rescore(self, at: datetime) -> None:
+        if not self.dirty:
+            return
+        changed = sorted(self.dirty)
+        with self._stage("rescore"):
+            rescore(self.scores, self.registry, self.states, changed, at)
+            frame = self.scores.frame(customer_ids=changed)
+            fresh = contexts(frame, {c: self.states[c] for c in changed if c in self.states},
+                             {c: self.profiles[c] for c in changed if c in self.profiles})
+            for cid, ctx in fresh.items():
+                self.index.update(cid, ctx)
+        self.dirty = set()
+
+    def _sweep(self, at: datetime) -> None:
+        with self._stage("reload"):
+            result = self.campaign_set.reload(at)
+            self.report.reload_errors.update(self.campaign_set.errors)
+            if result.changes:
+                self.caps = CapBook.from_entries(self.ledger.entries(), self.campaign_set.campaigns, self._zone_of)
+        self._rescore(at)
+        with self._stage("sweep"):
+            found = self.index.sweep(self.campaign_set.campaigns, at, since=self.last_sweep)
+        self.last_sweep = at
+        self._judge(self._take_pending() + found, at)
+        self._deliver(at)
+
+    def _take_pending(self) -> list[Candidate]:
+        pending, self.pending = self.pending, []
+        return pending
+
+    def _judge(self, candidates: list[Candidate], at: datetime) -> list[Decision]:
+        if not candidates:
+            return []
+        campaigns = self.campaign_set.campaigns
+        with self._stage("arbitrate"):
+            known = self.ledger.known(c.key for c in candidates)
+            fresh: list[Candidate] = []
+            for cand in dict.fromkeys(candidates):  # one candidate per key, first kept
+                campaign = campaigns.get(cand.campaign)
+                if cand.key in known or campaign is None or cand.customer_id not in self.contexts:
+                    continue
+                if matches(campaign.audience, self.contexts[cand.customer_id], at) is None:
+                    fresh.append(cand)
+            decisions = arbitrate(fresh, campaigns, self.contexts, self._consent_at(at), self.caps, self.budgets,
+                                  at, self.campaign_set.paused(), self.control_percent)
+        with self._stage("ledger"):
+            self.ledger.record(decisions, {n: c.channel for n, c in campaigns.items()})
+        for d in decisions:
+            self.report.candidates[d.candidate.campaign] += 1
+        return decisions
+
+    def _consent_at(self, at: datetime) -> ConsentBook:
+        """The consent book at `at`, rebuilt only when a recorded change falls between the last one and `at`."""
+        known = bisect_right(self._consent_times, at)
+        if self._consent_book is None or known != self._consent_known:
+            self._consent_book = ConsentBook.of(self._consent_changes[:known], at)
+            self._consent_known = known
+        return self._consent_book
+
+    def _deliver(self, at: datetime) -> None:
+        with self._stage("deliver"):
+            self.deliverer.deliver(at, self.contexts.__getitem__, self.campaign_set.campaigns,
+                                   paused=self.campaign_set.paused())
+
+    def _check_models(self, saved: Mapping[str, str]) -> None:
+        """A resumed run serves the versions its checkpoint recorded; a refit after it is redone, not reused."""
+        for name, version in saved.items():
+            try:
+                active = self.registry.active_version(name).version
+            except Exception:  # noqa: BLE001 - a registry without the model: the refit at start makes it
+                continue
+            if active != version:
+                log.info("campaigns.model_moved", model=name, checkpoint=version, active=active)
+
+    def _state(self) -> dict[str, Any]:
+        models = {}
+        for name in self.models:
+            try:
+                models[name] = self.registry.active_version(name).version
+            except Exception:  # noqa: BLE001 - not fitted yet
+                continue
+        return {
+            "schema": RUNNER_SCHEMA, "scheduler": self.scheduler.state(), "started": self.started,
+            "now": _iso(self.now), "watermark": _iso(self.watermark), "last_sweep": _iso(self.last_sweep),
+            "dirty": sorted(self.dirty), "models": models,
+            "pending": [{"campaign": c.campaign, "customer_id": c.customer_id, "occurrence": c.occurrence,
+                         "at": c.at.isoformat(), "reason": c.reason, "category": c.category} for c in self.pending],
+        }
+
+    def _stage(self, name: str) -> _Timer:
+        return _Timer(self.report.seconds, name)
+
+
+class _Timer:
+    def __init__(self, seconds: dict[str, float], name: str) -> None:
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds[self.name] += time.perf_counter() - self.started
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def campaign_table(ledger: Ledger, campaigns: Mapping[str, Campaign]) -> list[dict[str, Any]]:
+    """Per campaign: candidates judged and what became of them (the demo's table)."""
+    counts = ledger.counts()
+    deferred = ledger.deferrals()
+    rows = []
+    for name in sorted(set(counts) | set(campaigns)):
+        by = counts.get(name, {})
+        rows.append({
+            "campaign": name, "candidates": sum(by.values()),
+            "sent": by.get(Verdict.SENT.value, 0), "queued": by.get(Verdict.QUEUED.value, 0),
+            "held_out": by.get(Verdict.HELD_OUT.value, 0), "control": by.get(Verdict.CONTROL.value, 0),
+            "deferred": sum(deferred.get(name, {}).values()), "capped": by.get(Verdict.CAPPED.value, 0),
+            "outranked": by.get(Verdict.OUTRANKED.value, 0), "over_budget": by.get(Verdict.OVER_BUDGET.value, 0),
+            "no_consent": by.get(Verdict.NO_CONSENT.value, 0), "paused": by.get(Verdict.PAUSED.value, 0),
+            "aborted": by.get(Verdict.ABORTED.value, 0), "render_error": by.get(Verdict.RENDER_ERROR.value, 0),
+            "failed": by.get(Verdict.FAILED.value, 0),
+        })
+    return rows
+
+
+def backtest_channels(settings: Settings, engine: Engine) -> dict[str, Channel]:
+    """The configured channels; push, email and webhook without an endpoint write to `<home>/outbox/<channel>.jsonl`
+    (a backtest's messages are kept, not sent)."""
+    channels = channels_from_settings(settings, engine)
+    for name in ("push", "email", "webhook"):
+        if name not in channels:
+            channels[name] = FileOutbox(settings.home / "outbox" / f"{name}.jsonl")
+    return channels
+
+
+def reset_campaigns(settings: Settings, engine: Engine) -> None:
+    """Forget what a previous run decided and scored (a fresh backtest): the ledger, wallet, scores, outboxes."""
+    with engine.begin() as conn:
+        for table in (delivery_ledger, wallet_offer, score, score_version):
+            conn.execute(delete(table))
+    for path in [settings.outbox_file, *(settings.home / "outbox").glob("*.jsonl")]:
+        path.unlink(missing_ok=True)
+
+
+def open_campaigns(settings: Settings, engine: Engine, *, start: datetime | None,
+                   directory: Path | None = None, channels: Mapping[str, Channel] | None = None,
+                   **options: Any) -> CampaignRuntime:
+    """A campaign runtime on the engine's database with the campaign files of `directory` (default: settings)."""
+    campaign_set = CampaignSet(directory or settings.campaigns_dir, settings.templates_dir, engine)
+    deliverer = Deliverer(Ledger(engine), Renderer.from_settings(settings),
+                          channels if channels is not None else backtest_channels(settings, engine), engine,
+                          RetryPolicy.from_settings(settings))
+    return CampaignRuntime(settings, campaign_set, deliverer, start=start, **options)
