@@ -262,6 +262,34 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
     _print_campaign_table(rows, campaigns.report, result.seconds)
 
 
+@app.command()
+def preview(
+    campaign: Annotated[str, typer.Argument(help="Campaign name (its file in the campaign folder).")],
+    customer: Annotated[str, typer.Argument(help="Customer id.")],
+    at: Annotated[str | None, typer.Option(help="Event time to preview at (UTC date); default: the watermark.")]
+    = None,
+    campaigns_dir: Annotated[Path | None, typer.Option("--campaigns", help="Campaign folder (default: settings).")]
+    = None,
+) -> None:
+    """Render the campaign's message for one customer from their state and scores, and say whether the audience,
+    the trigger, the holdout and consent would let it go."""
+    from engine.runtime.campaigns import preview_message
+
+    settings = Settings()
+    runtime = EmbeddedRuntime(settings)
+    try:
+        now = _utc_date(at, "--at") if at else runtime.checkpoints.watermark()
+        if now is None:
+            raise NudgeError("nothing was replayed into this engine home and no --at was given")
+        shown = preview_message(settings, runtime, campaign, customer, now, campaigns_dir)
+    except NudgeError as exc:
+        _fail(exc)
+    for label, value in shown.checks:
+        console.print(f"[bold]{label}[/bold]: {value}", soft_wrap=True, highlight=False)
+    console.print(f"[bold]title[/bold]: {shown.message.title}", highlight=False)
+    console.print(shown.message.body, highlight=False, soft_wrap=True)
+
+
 def _follow(path: Path, start: str | None, directory: Path | None, consent: Path | None) -> None:
     """Follow a JSON Lines file live: new purchases as they are appended, the jobs on the wall clock."""
     import signal

@@ -29,20 +29,22 @@ from engine.campaigns.consent import ConsentBook, ConsentStore
 from engine.campaigns.running import CampaignSet
 from engine.campaigns.schema import Campaign, EventTrigger
 from engine.campaigns.triggers import DueIndex, contexts, purchase_candidates
-from engine.clock import Clock
+from engine.clock import Clock, zone_info
 from engine.config import Settings
 from engine.db import delivery_ledger, score, score_version, wallet_offer
 from engine.delivery.channels import Channel, FileOutbox, channels_from_settings
 from engine.delivery.deliver import Deliverer, RetryPolicy
 from engine.delivery.ledger import Ledger
+from engine.delivery.message import Message
 from engine.delivery.render import Renderer
+from engine.errors import NudgeError
 from engine.events import CustomerProfile, Event, Purchase
 from engine.models.data import from_stores
 from engine.models.refit import refit_all
 from engine.models.registry import Registry
 from engine.models.serving import rescore
 from engine.pipeline import Outcome, future_dated
-from engine.runtime.scheduler import EventTimeScheduler, Fire, Job
+from engine.runtime.scheduler import EventTimeScheduler, Job
 from engine.state import CustomerState
 from engine.store.checkpoints import CheckpointStore
 from engine.store.lines import LineStore
@@ -346,7 +348,7 @@ class CampaignRuntime:
         for name, version in saved.items():
             try:
                 active = self.registry.active_version(name).version
-            except Exception:  # noqa: BLE001 - a registry without the model: the refit at start makes it
+            except Exception:
                 continue
             if active != version:
                 log.info("campaigns.model_moved", model=name, checkpoint=version, active=active)
@@ -356,7 +358,7 @@ class CampaignRuntime:
         for name in self.models:
             try:
                 models[name] = self.registry.active_version(name).version
-            except Exception:  # noqa: BLE001 - not fitted yet
+            except Exception:
                 continue
         return {
             "schema": RUNNER_SCHEMA, "scheduler": self.scheduler.state(), "started": self.started,
@@ -437,3 +439,48 @@ def open_campaigns(settings: Settings, engine: Engine, *, start: datetime | None
                           channels if channels is not None else backtest_channels(settings, engine), engine,
                           RetryPolicy.from_settings(settings))
     return CampaignRuntime(settings, campaign_set, deliverer, start=start, **options)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A rendered message and what the engine would say of sending it."""
+
+    message: Message
+    checks: list[tuple[str, str]]
+
+
+def preview_message(settings: Settings, runtime: Any, name: str, customer_id: str, now: datetime,
+                    directory: Path | None = None) -> Preview:
+    """Render campaign `name` for one customer at `now`, with the audience, trigger, holdout and consent verdicts."""
+    from engine.campaigns.consent import ConsentStore
+    from engine.campaigns.files import load_campaign
+    from engine.campaigns.holdout import held_out, in_control
+    from engine.campaigns.triggers import due
+    from engine.offers.issue import issue_offer
+
+    folder = directory or settings.campaigns_dir
+    campaign = load_campaign(folder / f"{name}.yaml")
+    states = runtime.checkpoints.load_states()
+    if customer_id not in states:
+        raise NudgeError(f"no customer {customer_id!r} in the engine's state ({len(states):,} customers)")
+    profiles = runtime.checkpoints.load_profiles()
+    frame = ScoreStore(runtime.engine).frame(customer_ids=[customer_id])
+    ctx = contexts(frame, {customer_id: states[customer_id]},
+                   {customer_id: profiles[customer_id]} if customer_id in profiles else {})[customer_id]
+    found = due({name: campaign}, ctx, now)
+    candidate = found[0] if found else Candidate(name, customer_id, f"preview@{now.date().isoformat()}", now,
+                                                 "preview")
+    local = now.astimezone(zone_info(ctx.zone))
+    consent = ConsentStore(runtime.engine).book(now).allows(customer_id, campaign.channel, campaign.kind, local)
+    checks = [
+        ("audience", matches(campaign.audience, ctx, now) or "matches"),
+        ("trigger", f"due: {candidate.reason} ({candidate.occurrence})" if found else "not due at this time"),
+        ("holdout", "held out (never messaged)" if held_out(campaign, customer_id) else "treated"),
+        ("control", "in the global control group (no advertising)"
+         if campaign.kind == "advertising" and in_control(customer_id, settings.control_percent) else "no"),
+        ("consent", consent or f"allowed on {campaign.channel}"),
+        ("key", candidate.key),
+    ]
+    offer = issue_offer(campaign, ctx, candidate.key, now)
+    message = Renderer.from_settings(settings).render(campaign, ctx, offer, candidate, now)
+    return Preview(message, checks)
