@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     # Stored purchase lines older than this behind the watermark are dropped, whole parts at a time; the models
     # fit on a year of lines.
     line_retention_days: float = Field(default=400.0, gt=0)
+    # triggers: the event-time jobs (APScheduler crontab syntax: day of week 0 is Monday) and how late a fire
+    # may still run; older ones are skipped, so a restored run never sweeps or refits late.
+    sweep_cron: str = "0 6 * * *"
+    refit_cron: str = "0 2 1 * *"
+    jobs_zone: str = "UTC"
+    job_grace_hours: float = Field(default=6.0, gt=0)
 
     @property
     def database_url(self) -> str:

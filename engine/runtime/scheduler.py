@@ -20,7 +20,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from engine.campaigns.triggers import fire_times
 from engine.clock import Clock, zone_info
-from engine.errors import NudgeError
+from engine.config import Settings
+from engine.errors import ConfigError, NudgeError
 from engine.versions import check_schema
 
 log = structlog.get_logger("nudge.scheduler")
@@ -39,7 +40,11 @@ class Job:
     @classmethod
     def cron(cls, name: str, expr: str, zone: str, misfire_grace: timedelta) -> Job:
         """A job on a crontab expression (APScheduler's: day of week 0 is Monday) in `zone`."""
-        return cls(name, CronTrigger.from_crontab(expr, timezone=zone_info(zone)), misfire_grace)
+        try:
+            trigger = CronTrigger.from_crontab(expr, timezone=zone_info(zone))
+        except ValueError as exc:
+            raise ConfigError(f"job {name}: cron {expr!r} is not a crontab expression: {exc}") from None
+        return cls(name, trigger, misfire_grace)
 
     @classmethod
     def every(cls, name: str, interval: timedelta, start: datetime, misfire_grace: timedelta) -> Job:
@@ -143,3 +148,10 @@ def _aware(when: datetime | None, what: str) -> datetime | None:
     if when is not None and when.tzinfo is None:
         raise NudgeError(f"scheduler: {what} {when.isoformat()} has no zone")
     return when
+
+
+def engine_jobs(settings: Settings) -> list[Job]:
+    """The due sweep and the model refit as the settings schedule them."""
+    grace = timedelta(hours=settings.job_grace_hours)
+    return [Job.cron("sweep", settings.sweep_cron, settings.jobs_zone, grace),
+            Job.cron("refit", settings.refit_cron, settings.jobs_zone, grace)]

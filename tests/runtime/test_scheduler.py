@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.clock import WallClock
-from engine.errors import NudgeError
-from engine.runtime.scheduler import EventTimeScheduler, Fire, Job
+from engine.config import Settings
+from engine.errors import ConfigError, NudgeError
+from engine.runtime.scheduler import EventTimeScheduler, Fire, Job, engine_jobs
 
 T0 = datetime(2017, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(days=10)
@@ -123,3 +124,12 @@ def test_run_live_on_the_wall_clock_until_stopped() -> None:
     ran = seen.pop()
     assert not worker.is_alive() and ran == len(seen) >= 3
     assert [f.at for f in seen] == sorted(f.at for f in seen) and all(start < f.at <= clock.now() for f in seen)
+
+
+def test_engine_jobs_sweep_daily_and_refit_monthly_as_settings_say() -> None:
+    s = EventTimeScheduler(engine_jobs(Settings(home="/nonexistent")), start=T0)
+    fires = s.advance(datetime(2017, 3, 1, 7, tzinfo=UTC))
+    assert [f.at for f in fires if f.job == "refit"] == [datetime(2017, m, 1, 2, tzinfo=UTC) for m in (1, 2, 3)]
+    assert len([f for f in fires if f.job == "sweep"]) == 60 and not fires[-1].missed
+    with pytest.raises(ConfigError, match="job sweep: cron 'daily'"):
+        engine_jobs(Settings(home="/nonexistent", sweep_cron="daily"))
