@@ -154,6 +154,9 @@ def on_purchase(campaign: Campaign, purchase: Purchase, before: CustomerState | 
     trigger = campaign.trigger
     if not isinstance(trigger, EventTrigger) or not campaign.active(purchase.event_time):
         return None
+    if before is after:
+        raise NudgeError(f"campaign {campaign.name}: purchase {purchase.event_id}: the state before it is the "
+                         "state after it (apply updates in place: pass a copy taken before)")
     if purchase.customer_id != after.customer_id:
         raise NudgeError(f"campaign {campaign.name}: purchase {purchase.event_id} of {purchase.customer_id} "
                          f"checked against the state of {after.customer_id}")
@@ -208,6 +211,7 @@ def fire_times(trigger: BaseTrigger, after: datetime, until: datetime, limit: in
 
 def schedule_fires(campaign: Campaign, start: datetime, end: datetime, zone: str) -> list[datetime]:
     """The campaign's cron fire times in (start, end], computed in `zone`, within the campaign's start/end."""
+    # APScheduler 3's crontab numbers weekdays from Monday = 0 (standard cron: Sunday = 0); names (mon) are safe.
     trigger = campaign.trigger
     if not isinstance(trigger, Schedule):
         return []

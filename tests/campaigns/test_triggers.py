@@ -168,6 +168,8 @@ def test_event_conditions_first_purchase_basket_lpay_category() -> None:
     assert on_purchase(meat, refund, after2, apply(copy.deepcopy(after2), refund)) is None  # a return buys nothing
     later = campaign({"type": "event", "category": "MEAT"}, name="later", start=at(10))
     assert on_purchase(later, second, before2, after2) is None
+    with pytest.raises(NudgeError, match="apply updates in place"):
+        on_purchase(meat, second, after2, after2)
     with pytest.raises(NudgeError, match="checked against the state of"):
         on_purchase(meat, second, None, CustomerState("c2"))
 
