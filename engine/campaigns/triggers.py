@@ -225,9 +225,10 @@ def schedule_zone(campaign: Campaign, ctx: CustomerContext) -> str:
     return ctx.zone if isinstance(trigger, Schedule) and trigger.zone == "customer" else campaign.zone
 
 
-def _scheduled(campaign: Campaign, customer_id: str, fires: list[datetime]) -> list[Candidate]:
+def _scheduled(campaign: Campaign, trigger: Schedule, customer_id: str, fires: list[datetime]) -> list[Candidate]:
+    # The fire time in UTC: one spelling per instant, whatever zone computed it, so one key.
     return [Candidate(campaign=campaign.name, customer_id=customer_id, occurrence=f.astimezone(UTC).isoformat(),
-                      at=f, reason=f"schedule {campaign.trigger.cron!r} fired {f.isoformat()}")  # type: ignore[union-attr]
+                      at=f, reason=f"schedule {trigger.cron!r} fired {f.isoformat()}")
             for f in fires]
 
 
@@ -243,7 +244,7 @@ def scheduled(campaign: Campaign, ctx: CustomerContext, now: datetime,
     if not isinstance(trigger, Schedule):
         return []
     fires = schedule_fires(campaign, _schedule_window(trigger, now, since), now, schedule_zone(campaign, ctx))
-    return _scheduled(campaign, ctx.customer_id, fires)
+    return _scheduled(campaign, trigger, ctx.customer_id, fires)
 
 
 def due(campaigns: Mapping[str, Campaign], ctx: CustomerContext, now: datetime,
@@ -404,5 +405,5 @@ class DueIndex:
             zone = schedule_zone(campaign, ctx)
             if zone not in fires:
                 fires[zone] = schedule_fires(campaign, start, now, zone)
-            found += _scheduled(campaign, cid, fires[zone])
+            found += _scheduled(campaign, trigger, cid, fires[zone])
         return found
