@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     line_retention_days: float = Field(default=400.0, gt=0)
     # lead (campaign runtime):
     follow_poll_seconds: float = Field(default=1.0, gt=0)  # `nudge run --follow`: how often the file is re-read
+    # triggers: the event-time jobs (APScheduler crontab syntax: day of week 0 is Monday) and how late a fire
+    # may still run; older ones are skipped, so a restored run never sweeps or refits late. A replay sees a fire
+    # only at the next event's time, so the grace covers a night without purchases.
+    sweep_cron: str = "0 0 * * *"  # re-score the changed customers, find what is due, judge, deliver
+    refit_cron: str = "0 0 1 * *"
+    deliver_cron: str = "0 * * * *"  # purchase-triggered candidates and deferred messages whose time came
+    jobs_zone: str = "UTC"
+    job_grace_hours: float = Field(default=26.0, gt=0)
 
     @property
     def database_url(self) -> str:

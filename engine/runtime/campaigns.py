@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from engine.models.refit import refit_all
 from engine.models.registry import Registry
 from engine.models.serving import rescore
 from engine.pipeline import Outcome, future_dated
-from engine.runtime.scheduler import EventTimeScheduler, Job
+from engine.runtime.scheduler import EventTimeScheduler, engine_jobs
 from engine.state import CustomerState
 from engine.store.checkpoints import CheckpointStore
 from engine.store.lines import LineStore
@@ -107,10 +107,8 @@ class CampaignRuntime:
     """
 
     def __init__(self, settings: Settings, campaigns: CampaignSet, deliverer: Deliverer, *,
-                 start: datetime | None = None, models: Sequence[str] = CAMPAIGN_MODELS,
-                 refit_cron: str | None = "0 0 1 * *", sweep_cron: str = "0 0 * * *",
-                 deliver_cron: str = "0 * * * *", zone: str = "UTC", refit_workers: int = 2,
-                 control_percent: float | None = None, clock: Clock | None = None) -> None:
+                 start: datetime | None = None, models: Sequence[str] = CAMPAIGN_MODELS, refit: bool = True,
+                 refit_workers: int = 2, control_percent: float | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
         # None: the clock is the events' watermark (a replay); a live clock (WallClock) is advanced by `advance`.
         self.clock = clock
@@ -125,11 +123,8 @@ class CampaignRuntime:
         self.models = tuple(models)
         self.refit_workers = refit_workers
         self.control_percent = settings.control_percent if control_percent is None else control_percent
-        grace = timedelta(hours=26)  # a day's gap in the events still runs the day's sweep; more is a miss
-        jobs = [Job.cron("sweep", sweep_cron, zone, grace), Job.cron("deliver", deliver_cron, zone, grace)]
-        if refit_cron:
-            jobs.append(Job.cron("refit", refit_cron, zone, timedelta(days=7)))
-        self.scheduler = EventTimeScheduler(jobs, zone, start)
+        jobs = [job for job in engine_jobs(settings) if refit or job.name != "refit"]
+        self.scheduler = EventTimeScheduler(jobs, settings.jobs_zone, start)
         self.report = RunReport()
         self.now: datetime | None = None  # the campaign clock: the latest fire time run
         self.watermark: datetime | None = None
