@@ -144,19 +144,15 @@ def _bought_categories(purchase: Purchase) -> set[str]:
     return set()
 
 
-def on_purchase(campaign: Campaign, purchase: Purchase, before: CustomerState | None,
-                after: CustomerState) -> Candidate | None:
+def on_purchase(campaign: Campaign, purchase: Purchase, after: CustomerState, first: bool) -> Candidate | None:
     """A candidate when the purchase meets every condition of the campaign's event trigger.
 
-    `before` is the customer's state before the purchase was applied (None for a new customer): pass a copy
-    when `apply` updates in place, or first purchases cannot be told.
+    `first` says the customer had no basket before this purchase: the runtime knows it before applying, and
+    `apply` updates the state in place, so the state after cannot tell.
     """
     trigger = campaign.trigger
     if not isinstance(trigger, EventTrigger) or not campaign.active(purchase.event_time):
         return None
-    if before is after:
-        raise NudgeError(f"campaign {campaign.name}: purchase {purchase.event_id}: the state before it is the "
-                         "state after it (apply updates in place: pass a copy taken before)")
     if purchase.customer_id != after.customer_id:
         raise NudgeError(f"campaign {campaign.name}: purchase {purchase.event_id} of {purchase.customer_id} "
                          f"checked against the state of {after.customer_id}")
@@ -165,7 +161,7 @@ def on_purchase(campaign: Campaign, purchase: Purchase, before: CustomerState | 
         return None
     reasons = []
     if trigger.first_purchase:
-        if before is not None and before.baskets > 0:
+        if not first:
             return None
         reasons.append("first purchase")
     if trigger.min_basket is not None:
@@ -184,10 +180,10 @@ def on_purchase(campaign: Campaign, purchase: Purchase, before: CustomerState | 
                      at=purchase.event_time, reason=", ".join(reasons) or "purchase", category=trigger.category)
 
 
-def purchase_candidates(campaigns: Mapping[str, Campaign], purchase: Purchase, before: CustomerState | None,
-                        after: CustomerState) -> list[Candidate]:
+def purchase_candidates(campaigns: Mapping[str, Campaign], purchase: Purchase, after: CustomerState,
+                        first: bool) -> list[Candidate]:
     """`on_purchase` for every event campaign, in campaign name order."""
-    found = (on_purchase(campaigns[name], purchase, before, after) for name in sorted(campaigns))
+    found = (on_purchase(campaigns[name], purchase, after, first) for name in sorted(campaigns))
     return [c for c in found if c is not None]
 
 

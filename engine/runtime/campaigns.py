@@ -195,9 +195,7 @@ class CampaignRuntime:
             self.index.update(cid, CustomerContext(cid, state, self.profiles.get(cid)))
         event_campaigns = {n: c for n, c in self.campaign_set.campaigns.items() if isinstance(c.trigger, EventTrigger)}
         if event_campaigns:
-            # `on_purchase` reads the state before the purchase only for "first purchase": None says there was none.
-            before = None if self._first_basket.pop(cid, False) else state
-            self.pending += purchase_candidates(event_campaigns, event, before, state)
+            self.pending += purchase_candidates(event_campaigns, event, state, self._first_basket.pop(cid, False))
 
     def saved(self) -> dict:
         """The cursors and clock as of the last completed jobs, and the serving model versions."""
