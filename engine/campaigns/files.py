@@ -263,6 +263,12 @@ def _template_line(path: Path) -> int:
 def check_campaign(path: Path, templates: Path) -> Campaign:
     """The campaign in `path` once its template exists and renders; raises CampaignError worded like load's."""
     campaign = load_campaign(path)
+    check_template_of(path, templates, campaign)
+    return campaign
+
+
+def check_template_of(path: Path, templates: Path, campaign: Campaign) -> None:
+    """Raise CampaignError at the line of `template` when the campaign's template is missing or does not render."""
     where = template_path(templates, campaign)
     if not where.is_file():
         line = f"{path}:{_template_line(path)}: template: {where} does not exist (got {_show(campaign.template)})"
@@ -270,21 +276,20 @@ def check_campaign(path: Path, templates: Path) -> Campaign:
     try:
         from engine.delivery.render import RenderError, check_template
     except ImportError:  # merge: delivery provides this
-        return campaign
+        return
     try:
         check_template(Path(templates), campaign)
     except RenderError as exc:
         line = f"{path}:{_template_line(path)}: template: {exc}"
         raise CampaignError(line, [line]) from None
-    return campaign
 
 
 @dataclass
 class CheckReport:
-    """What checking a folder found: the valid campaigns by name, and the error lines per file."""
+    """What checking found: the valid campaigns by name, each loaded campaign's file, the error lines per file."""
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)  # campaign name -> its file
+    files: dict[str, Path] = field(default_factory=dict)  # every campaign that loaded -> its file
     errors: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
@@ -296,50 +301,44 @@ class CheckReport:
         """Every error line, file by file."""
         return [line for path in sorted(self.errors) for line in self.errors[path]]
 
-    def merge(self, other: CheckReport) -> CheckReport:
-        """This report and `other` as one (a name in both is a duplicate, reported against `other`'s file)."""
-        merged = CheckReport(dict(self.campaigns), dict(self.files), dict(self.errors))
-        for path, lines in other.errors.items():
-            merged.errors.setdefault(path, []).extend(lines)
-        for name, campaign in other.campaigns.items():
-            merged._add(name, campaign, other.files[name])
-        return merged
-
-    def _add(self, name: str, campaign: Campaign, path: Path) -> None:
-        if name in self.campaigns:
-            line = f"{path}:{_line(_locate(_compose(path, path.read_text(encoding='utf-8')), ('name',)))}: name: " \
-                   f"campaign {name!r} is already defined in {self.files[name]} (got {_show(name)})"
-            self.errors.setdefault(path, []).append(line)
+    def add_file(self, path: Path, templates: Path) -> None:
+        """Check one more file: its own problems, a name already taken, then its template."""
+        path = Path(path)
+        try:
+            campaign = load_campaign(path)
+        except CampaignError as exc:
+            self.errors.setdefault(path, []).extend(exc.lines)
             return
-        self.campaigns[name] = campaign
-        self.files[name] = path
+        if campaign.name in self.files:
+            root = _compose(path, path.read_text(encoding="utf-8"))
+            self.errors.setdefault(path, []).append(
+                f"{path}:{_line(_locate(root, ('name',)))}: name: campaign {campaign.name!r} is already defined in "
+                f"{self.files[campaign.name]} (got {_show(campaign.name)})")
+            return
+        self.files[campaign.name] = path
+        try:
+            check_template_of(path, templates, campaign)
+        except CampaignError as exc:
+            self.errors.setdefault(path, []).extend(exc.lines)
+            return
+        self.campaigns[campaign.name] = campaign
 
 
 def campaign_files(directory: Path) -> list[Path]:
     """The campaign files directly in `directory` (`*.yaml`, `*.yml`), sorted; sub-folders are other sets."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CampaignError(f"{directory}: not a folder of campaign files", [f"{directory}: not a folder"])
+        line = f"{directory}: not a folder of campaign files"
+        raise CampaignError(line, [line])
     return sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file())
 
 
-def check_dir(directory: Path, templates: Path) -> CheckReport:
-    """Load and check every campaign file in `directory`: errors per file, duplicate names, missing templates."""
-    report = CheckReport()
+def check_dir(directory: Path, templates: Path, report: CheckReport | None = None) -> CheckReport:
+    """Load and check every campaign file in `directory` (into `report` when given, so several folders are one
+    set): errors per file, duplicate names, missing templates."""
+    report = report if report is not None else CheckReport()
     for path in campaign_files(directory):
-        report = report.merge(check_file(path, templates))
-    return report
-
-
-def check_file(path: Path, templates: Path) -> CheckReport:
-    """The report for one campaign file."""
-    report = CheckReport()
-    try:
-        campaign = check_campaign(path, templates)
-    except CampaignError as exc:
-        report.errors[path] = list(exc.lines)
-    else:
-        report._add(campaign.name, campaign, path)
+        report.add_file(path, templates)
     return report
 
 
