@@ -119,10 +119,14 @@ class _Tagged(dict):
 
 @dataclass
 class _Container:
+    """A list or dict field: any step into it reaches `item`."""
+
     item: Any
 
 
 def _resolve(loc: Sequence[str | int]) -> tuple[type[BaseModel] | None, tuple[str | int, ...]]:
+    """The model whose field `loc` ends in, and `loc` without union tags (the path a person reads and the file
+    holds)."""
     model: Any = Campaign
     path: list[str | int] = []
     for i, step in enumerate(loc):
