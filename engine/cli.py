@@ -625,5 +625,186 @@ def _figure(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4f}"
 
 
+# --- files commands ---
+campaigns_app = typer.Typer(help="Campaign files: schema, check, the running set, pause/resume, audit.",
+                            no_args_is_help=True)
+app.add_typer(campaigns_app, name="campaigns")
+
+
+def _campaign_set(directory: Path | None):
+    """The campaign set of `directory` (default: settings) on the engine's database."""
+    from engine.campaigns.running import CampaignSet
+    from engine.db import connect
+
+    settings = Settings()
+    return CampaignSet(directory or settings.campaigns_dir, settings.templates_dir, connect(settings.database_url))
+
+
+def _plain(line: str) -> None:
+    """One line as written: no markup, highlighting or wrapping (file paths and brackets stay whole)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@campaigns_app.command("schema")
+def campaigns_schema(
+    out: Annotated[Path | None, typer.Option(help="Write the JSON Schema here instead of printing it.")] = None,
+) -> None:
+    """The JSON Schema of a campaign file (what editors validate against)."""
+    from engine.campaigns.files import schema_json
+
+    text = schema_json()
+    if out is None:
+        _plain(text.rstrip("\n"))
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
+
+
+@campaigns_app.command("check")
+def campaigns_check(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Campaign folders or files (default: the "
+                                                            "campaigns folder).")] = None,
+    templates: Annotated[Path | None, typer.Option(help="The templates folder (default: settings).")] = None,
+) -> None:
+    """Validate campaign files; print each problem as <file>:<line>: <field>: <problem>; exit 1 on any."""
+    from engine.campaigns.files import CheckReport, check_dir
+    from engine.errors import CampaignError
+
+    settings = Settings()
+    templates = templates or settings.templates_dir
+    report = CheckReport()
+    try:
+        for path in paths or [settings.campaigns_dir]:
+            if path.is_dir():
+                check_dir(path, templates, report)
+            elif path.exists():
+                report.add_file(path, templates)
+            else:
+                raise CampaignError(f"{path}: no such file or folder")
+    except CampaignError as exc:
+        _fail(exc)
+    for line in report.lines():
+        _plain(line)
+    files = len(report.files) + len([p for p in report.errors if p not in report.files.values()])
+    summary = f"{len(report.campaigns)} of {files} campaign files valid"
+    if not report.ok:
+        err.print(f"{summary}; {len(report.lines())} problems", markup=False, highlight=False)
+        raise typer.Exit(1)
+    err.print(f"{summary}: {', '.join(sorted(report.campaigns))}", markup=False, highlight=False, soft_wrap=True)
+
+
+@campaigns_app.command("list")
+def campaigns_list(
+    directory: Annotated[Path | None, typer.Argument(help="The campaign folder (default: settings).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per campaign.")] = False,
+) -> None:
+    """The campaigns in the folder: trigger, offer, channel, priority, and whether each is valid, running, paused."""
+    from rich.text import Text
+
+    from engine.campaigns.files import check_dir
+    from engine.campaigns.running import file_hash
+
+    try:
+        cs = _campaign_set(directory)
+        report = check_dir(cs.directory, cs.templates)
+    except NudgeError as exc:
+        _fail(exc)
+    paused = cs.paused()
+    rows = []
+    names = sorted(set(report.files) | set(cs.campaigns) | {p.stem for p in report.errors})
+    for name in names:
+        campaign = report.campaigns.get(name) or cs.campaigns.get(name)
+        path = report.files.get(name) or next((p for p in report.errors if p.stem == name), None)
+        on_disk = file_hash(path.read_bytes()) if path is not None and path.exists() else None
+        running = cs.hash_of(name)
+        state = "paused" if name in paused else "invalid" if path in report.errors else \
+            "not loaded" if running is None else "changed" if running != on_disk else "running"
+        rows.append({
+            "name": name, "state": state,
+            "trigger": campaign.trigger.type if campaign else None,
+            "offer": campaign.offer.type if campaign and campaign.offer else None,
+            "channel": campaign.channel if campaign else None,
+            "language": campaign.language if campaign else None,
+            "priority": campaign.priority if campaign else None,
+            "kind": campaign.kind if campaign else None,
+            "hash": (running or on_disk or "")[:12],
+        })
+    if as_json:
+        for row in rows:
+            _plain(json.dumps(row, ensure_ascii=False))
+        return
+    table = Table(title=f"campaigns in {cs.directory}")
+    for column in ("name", "state", "trigger", "offer", "channel", "language", "priority", "kind", "hash"):
+        table.add_column(column, justify="right" if column == "priority" else "left")
+    for row in rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
+    console.print(table)
+
+
+def _who(by: str | None) -> str:
+    import getpass
+
+    return by or f"cli:{getpass.getuser()}"
+
+
+@campaigns_app.command("pause")
+def campaigns_pause(
+    name: Annotated[str, typer.Argument(help="The campaign to stop.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")],
+    by: Annotated[str | None, typer.Option(help="Who pauses (default: cli:<user>).")] = None,
+) -> None:
+    """Kill switch: the campaign sends nothing more, queued messages included."""
+    from datetime import UTC, datetime
+
+    try:
+        changed = _campaign_set(None).pause(name, _who(by), reason, datetime.now(UTC))
+    except NudgeError as exc:
+        _fail(exc)
+    err.print(f"paused {name}" if changed else f"{name} was already paused", markup=False, highlight=False)
+
+
+@campaigns_app.command("resume")
+def campaigns_resume(
+    name: Annotated[str, typer.Argument(help="The campaign to let send again.")],
+    by: Annotated[str | None, typer.Option(help="Who resumes (default: cli:<user>).")] = None,
+) -> None:
+    """Undo a pause; what the campaign already sent is never sent again."""
+    from datetime import UTC, datetime
+
+    try:
+        changed = _campaign_set(None).resume(name, _who(by), datetime.now(UTC))
+    except NudgeError as exc:
+        _fail(exc)
+    err.print(f"resumed {name}" if changed else f"{name} was not paused", markup=False, highlight=False)
+
+
+@campaigns_app.command("audit")
+def campaigns_audit(
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per entry.")] = False,
+) -> None:
+    """Every change to the running set: loaded, changed, rejected, retired, paused, resumed."""
+    from rich.text import Text
+
+    try:
+        entries = _campaign_set(None).audit(campaign)
+    except NudgeError as exc:
+        _fail(exc)
+    if as_json:
+        for e in entries:
+            _plain(json.dumps({"at": e.at.isoformat(), "campaign": e.campaign, "action": e.action, "by": e.by,
+                               "hash": e.hash, "file": e.file, "detail": e.detail}, ensure_ascii=False))
+        return
+    table = Table(title="campaign audit")
+    for column in ("at", "campaign", "action", "by", "hash", "detail"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        cells = (e.at.isoformat(timespec="seconds"), e.campaign, e.action, e.by, (e.hash or "")[:12],
+                 e.detail.splitlines()[0] if e.detail else "")
+        table.add_row(*(Text(c) for c in cells))  # Text: a detail's [brackets] are not markup
+    console.print(table)
+# --- end files commands ---
+
+
 if __name__ == "__main__":
     app()

@@ -67,3 +67,7 @@ class Settings(BaseSettings):
     def policy(self) -> StatePolicy:
         """The state policy these settings describe."""
         return StatePolicy(non_merchandise=frozenset(self.non_merchandise))
+
+    # files:
+    campaigns_dir: Path = Path("campaigns")  # the running campaign set: the *.yaml files directly in it
+    templates_dir: Path = Path("templates")  # campaign templates, <template>.<language>.j2

@@ -166,3 +166,40 @@ def insert_ignoring_duplicates(engine: Engine, table: Table):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing()
+
+
+# --- files tables ---
+# The running campaign set (engine.campaigns.running): the last good version of each campaign, so a restart
+# while a file is bad keeps running what ran before. One row per campaign name; `file` says which folder's set.
+campaign_running = Table(
+    "campaign_running", metadata,
+    Column("name", String, primary_key=True),
+    Column("file", Text, nullable=False),
+    Column("hash", String, nullable=False),  # sha256 of the file's bytes
+    Column("campaign", Text, nullable=False),  # the validated Campaign as JSON
+    Column("since", UtcDateTime, nullable=False),
+)
+
+# The kill switch: a row per paused campaign. Resuming deletes it; the audit keeps the history.
+campaign_pause = Table(
+    "campaign_pause", metadata,
+    Column("name", String, primary_key=True),
+    Column("by", String, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+# Every change to the running set: loaded / changed / rejected / retired / paused / resumed.
+campaign_audit = Table(
+    "campaign_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("campaign", String, nullable=False),
+    Column("action", String, nullable=False),
+    Column("by", String, nullable=False),
+    Column("hash", String),  # the file's hash for file actions; the running version's for pause/resume
+    Column("file", Text),
+    Column("detail", Text, nullable=False),
+    Index("campaign_audit_campaign", "campaign", "id"),
+)
+# --- end files tables ---

@@ -27,3 +27,12 @@ class ConfigError(NudgeError):
 
 class OutOfRange(DecodeError):
     """A value the state cannot hold, e.g. a purchase date outside 1970..2149."""
+
+
+# files
+class CampaignError(ConfigError):
+    """A campaign file is invalid; `lines` holds one "<file>:<line>: <field>: <problem>" per problem."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines: list[str] = list(lines) if lines is not None else [message]
