@@ -223,24 +223,35 @@ def run(
     campaigns_dir: Annotated[Path | None, typer.Option("--campaigns", help="Campaign folder (default: settings).")]
     = None,
     consent: Annotated[Path | None, typer.Option(help="Import this consent CSV first.")] = None,
+    households: Annotated[int | None, typer.Option(help="cj only: the first N households by id (a quick run).")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Run the campaigns: replay a source on event time (a backtest, resumable), or follow a file live."""
     if follow is not None:
         _follow(follow, start, campaigns_dir, consent)
         return
-    _run_campaigns(source, path, start, fresh=fresh, directory=campaigns_dir, consent=consent, as_json=as_json)
+    _run_campaigns(source, path, start, fresh=fresh, directory=campaigns_dir, consent=consent, as_json=as_json,
+                   households=households)
 
 
 def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, fresh: bool,
-                   directory: Path | None, consent: Path | None, as_json: bool) -> None:
+                   directory: Path | None, consent: Path | None, as_json: bool,
+                   households: int | None = None) -> None:
     from engine.runtime.campaigns import campaign_table, open_campaigns, reset_campaigns
 
     settings = Settings()
     runtime = EmbeddedRuntime(settings)
     try:
         begin = _utc_date(start, "--from") if start else None
-        src = open_source(source, path, settings, None)
+        if households is not None and source is SourceKind.cj:
+            from engine.sources.completejourney import CompleteJourneySource, load_tables
+
+            tables = load_tables()
+            ids = set(sorted(tables["transactions"]["household_id"].unique())[:households])
+            src = CompleteJourneySource(zone=settings.cj_timezone, households=ids, tables=tables)
+        else:
+            src = open_source(source, path, settings, None)
         if fresh:
             reset_campaigns(settings, runtime.engine)
         if consent is not None:

@@ -235,11 +235,7 @@ class CampaignRuntime:
         self.started = True
         self.now = at
         self._checkpoint()  # the line store must hold every purchase before `at` for the refit to read
-        if set(self.models) - set(self.scores.versions()):
-            self._refit(at, checkpointed=True)
-        else:
-            self._rebuild()
-        self.dirty = set()
+        self._refit(at, checkpointed=True)  # scores from a later fit would leak the future into the backtest
         self._done = self._state()
 
     def _refit(self, at: datetime, checkpointed: bool = False) -> None:

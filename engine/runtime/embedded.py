@@ -143,7 +143,8 @@ class EmbeddedRuntime:
 
         if observer is not None:
             observer.begin(self.checkpoints.load_runner(source.key), states, profiles, checkpoint_now)
-        if not cp.complete or idle is not None:
+        # A complete checkpoint of a source that has grown since (a JSON Lines file appended to) reads on.
+        if not cp.complete or position < len(source) or idle is not None:
             while True:
                 for record in source.records(position):
                     result = step(record.raw, record.where, record.position)
