@@ -1,0 +1,233 @@
+"""End to end: the example campaigns backtested over real Complete Journey households, through the real stores,
+refits, ledger and file outboxes. What a marketer relies on: messages go out, each key once per channel, and
+neither a second replay, a SIGKILL and resume, nor a pause and resume sends anything twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from engine.campaigns.consent import ConsentBook, ConsentStore, is_night, read_csv
+from engine.campaigns.holdout import held_out, in_control
+from engine.delivery.ledger import Ledger
+
+from engine.campaigns.candidates import Verdict
+from engine.clock import zone_info
+from engine.config import Settings
+from engine.runtime.campaigns import campaign_table, open_campaigns, reset_campaigns
+from engine.runtime.embedded import EmbeddedRuntime
+from engine.sources import Record
+from engine.sources.completejourney import CompleteJourneySource
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGNS = ROOT / "campaigns"
+CONSENT = CAMPAIGNS / "consent" / "cj_consent.csv"
+HOUSEHOLDS = 120
+START = datetime(2017, 11, 1, tzinfo=UTC)
+OUTBOXES = ("push", "email", "webhook")
+
+
+def _settings(home: Path) -> Settings:
+    return Settings(home=home, campaigns_dir=CAMPAIGNS, templates_dir=ROOT / "templates", checkpoint_every=5_000)
+
+
+@pytest.fixture(scope="module")
+def source(cj_tables) -> CompleteJourneySource:
+    ids = set(sorted(cj_tables["transactions"]["household_id"].unique())[:HOUSEHOLDS])
+    return CompleteJourneySource(households=ids, tables=cj_tables)
+
+
+class Prefix:
+    """The first `n` records of a source under the source's own key: the replay stops there, as if the rest
+    had not arrived yet, and a later replay of the whole source reads on from its checkpoint."""
+
+    def __init__(self, source, n: int) -> None:
+        self.source, self.n = source, n
+        self.key, self.decoder = source.key, source.decoder
+
+    def __len__(self) -> int:
+        return self.n
+
+    def records(self, start: int = 0) -> Iterator[Record]:
+        for record in self.source.records(start):
+            if record.position >= self.n:
+                return
+            yield record
+
+
+def _run(settings: Settings, source, *, fresh: bool):
+    runtime = EmbeddedRuntime(settings)
+    if fresh:
+        reset_campaigns(settings, runtime.engine)
+        ConsentStore(runtime.engine).record(read_csv(CONSENT))
+    campaigns = open_campaigns(settings, runtime.engine, start=START)
+    runtime.replay(source, fresh=fresh, observer=campaigns)
+    return runtime, campaigns
+
+
+def _outbox_keys(home: Path) -> Counter:
+    keys: Counter = Counter()
+    for name in OUTBOXES:
+        path = home / "outbox" / f"{name}.jsonl"
+        if path.exists():
+            keys.update(json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip())
+    return keys
+
+
+def _sent(engine) -> set[str]:
+    return Ledger(engine).keys(Verdict.SENT)
+
+
+@pytest.fixture(scope="module")
+def backtest(tmp_path_factory, source):
+    """One uninterrupted backtest: the reference every other run is compared with."""
+    home = tmp_path_factory.mktemp("clean")
+    settings = _settings(home)
+    runtime, campaigns = _run(settings, source, fresh=True)
+    return home, settings, runtime, campaigns
+
+
+def test_backtest_sends_each_key_once_within_holdout_control_consent_and_night(backtest) -> None:
+    home, settings, runtime, campaigns = backtest
+    ledger = campaigns.ledger
+    rows = {r["campaign"]: r for r in campaign_table(ledger, campaigns.campaign_set.campaigns)}
+    sent = [e for e in ledger.entries() if e.verdict is Verdict.SENT]
+    assert len(sent) >= 20, rows
+    assert sum(r["held_out"] for r in rows.values()) >= 1, rows
+    outbox = _outbox_keys(home)
+    assert max(outbox.values()) == 1  # no key twice on any channel
+    assert {e.key for e in sent if e.channel in OUTBOXES} == set(outbox)
+    changes = ConsentStore(runtime.engine).changes()
+    running = campaigns.campaign_set.campaigns
+    for e in sent:
+        campaign = running[e.campaign]
+        assert not held_out(campaign, e.customer_id), e.key
+        local = e.sent_at.astimezone(zone_info(campaigns.contexts[e.customer_id].zone))
+        if campaign.kind == "advertising":
+            assert not in_control(e.customer_id, settings.control_percent), e.key
+            book = ConsentBook.of(changes, e.sent_at)
+            assert book.granted(e.customer_id, e.channel, "advertising"), e.key
+            if is_night(local) and e.channel != "email":
+                assert book.granted(e.customer_id, e.channel, "night"), (e.key, local)
+    # caps: never more sends in a window than a campaign's cap allows
+    for name, campaign in running.items():
+        for cap in campaign.caps:
+            if cap.tag is not None:
+                continue
+            days: dict[str, list] = {}
+            for e in sent:
+                if e.campaign == name:
+                    days.setdefault(e.customer_id, []).append(e.sent_at.date())
+            for cid, dates in days.items():
+                dates.sort()
+                for i, first in enumerate(dates):
+                    inside = [d for d in dates[i:] if (d - first).days < cap.days]
+                    assert len(inside) <= cap.sends, (name, cid, dates)
+
+
+def test_replaying_again_over_the_same_ledger_sends_nothing_more(backtest, source) -> None:
+    home, settings, _, _ = backtest
+    before = _outbox_keys(home)
+    runtime = EmbeddedRuntime(settings)
+    campaigns = open_campaigns(settings, runtime.engine, start=START)
+    runtime.replay(source, fresh=True, observer=campaigns)  # state from nothing, the ledger kept
+    assert _outbox_keys(home) == before
+    assert max(before.values()) == 1
+
+
+def test_a_second_fresh_backtest_delivers_the_same_keys(backtest, source, tmp_path) -> None:
+    _, _, clean_runtime, _ = backtest
+    runtime, _ = _run(_settings(tmp_path / "again"), source, fresh=True)
+    assert _sent(runtime.engine) == _sent(clean_runtime.engine)
+
+
+def test_pause_then_resume_sends_nothing_twice_and_nothing_paused(source, tmp_path) -> None:
+    settings = _settings(tmp_path / "paused")
+    n = len(source)
+    name = "cj_repurchase_coupon"
+    runtime, campaigns = _run(settings, Prefix(source, int(n * 0.75)), fresh=True)
+    sent_before = {k for k in _sent(runtime.engine) if k.startswith(name)}
+    assert sent_before
+    campaigns.campaign_set.pause(name, by="test", reason="creative under review", now=datetime.now(UTC))
+    runtime, campaigns = _run(settings, Prefix(source, int(n * 0.87)), fresh=False)
+    paused = Ledger(runtime.engine).keys(Verdict.PAUSED)
+    assert any(k.startswith(name) for k in paused)
+    campaigns.campaign_set.resume(name, by="test", now=datetime.now(UTC))
+    runtime, campaigns = _run(settings, source, fresh=False)
+    sent = {k for k in _sent(runtime.engine) if k.startswith(name)}
+    assert sent - sent_before, "the resumed campaign sent nothing new"
+    assert not (sent & paused)
+    assert max(_outbox_keys(settings.home).values()) == 1
+
+
+# -- a real SIGKILL in the middle of a backtest ---------------------------------------------------------------
+def _nudge() -> str:
+    script = Path(sys.executable).parent / "nudge"
+    return str(script) if script.exists() else shutil.which("nudge") or pytest.fail("no nudge console script")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUDGE_")}
+    env.update(NUDGE_HOME=str(home), NUDGE_CAMPAIGNS_DIR=str(CAMPAIGNS), NUDGE_TEMPLATES_DIR=str(ROOT / "templates"),
+               NUDGE_CHECKPOINT_EVERY="5000")
+    return env
+
+
+def _command(*extra: str) -> list[str]:
+    return [_nudge(), "run", "--source", "cj", "--households", str(HOUSEHOLDS), "--from", START.date().isoformat(),
+            *extra]
+
+
+def _sent_rows(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
+        try:
+            return conn.execute("SELECT count(*) FROM delivery_ledger WHERE verdict = 'sent'").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_killed_backtest_resumes_to_the_same_deliveries_with_no_key_twice(backtest, tmp_path) -> None:
+    _, _, clean_runtime, _ = backtest
+    home = tmp_path / "killed"
+    proc = subprocess.Popen(_command("--fresh", "--consent", str(CONSENT)), env=_env(home), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _sent_rows(home / "nudge.db") < 5:
+            if proc.poll() is not None:
+                pytest.fail(f"the run exited ({proc.returncode}) before it was killed:\n{proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("no message sent within 300 s")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    done = subprocess.run(_command("--json"), env=_env(home), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    settings = _settings(home)
+    resumed = _sent(EmbeddedRuntime(settings).engine)
+    assert resumed == _sent(clean_runtime.engine)
+    outbox = _outbox_keys(home)
+    assert max(outbox.values()) == 1
