@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # Stored purchase lines older than this behind the watermark are dropped, whole parts at a time; the models
     # fit on a year of lines.
     line_retention_days: float = Field(default=400.0, gt=0)
+    # policy:
+    # The global control group: this percent of customers (a stable hash) gets no advertising at all.
+    control_percent: float = Field(default=5.0, ge=0, le=50)
 
     @property
     def database_url(self) -> str:

@@ -166,3 +166,21 @@ def insert_ignoring_duplicates(engine: Engine, table: Table):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing()
+
+
+# --- policy tables ---
+# Consent changes per customer × channel × purpose ("advertising" or "night"), append-only: the consent in
+# effect at a time is the latest change at or before it. Re-importing the same file adds nothing.
+consent_change = Table(
+    "consent_change", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String, nullable=False),
+    Column("channel", String, nullable=False),
+    Column("purpose", String, nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("source", String, nullable=False),
+    UniqueConstraint("customer_id", "channel", "purpose", "at", "granted", name="consent_change_once"),
+    Index("consent_change_at", "at"),
+)
+# --- end policy tables ---

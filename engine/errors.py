@@ -27,3 +27,12 @@ class ConfigError(NudgeError):
 
 class OutOfRange(DecodeError):
     """A value the state cannot hold, e.g. a purchase date outside 1970..2149."""
+
+
+# policy
+class ConsentError(NudgeError):
+    """A consent record cannot be read or stored: the file, line and field are named."""
+
+
+class ArbitrationError(NudgeError):
+    """Arbitration was handed a candidate it cannot judge (unknown campaign, customer without context)."""
