@@ -60,7 +60,7 @@ class ConsentChange:
 
 def is_night(local: datetime) -> bool:
     """Whether a customer-local time falls in the night of Article 50 (21:00 to 08:00)."""
-    t = local.timetz().replace(tzinfo=None)
+    t = local.time()
     return t >= NIGHT_START or t < NIGHT_END
 
 
