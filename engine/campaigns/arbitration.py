@@ -2,13 +2,15 @@
 
 Per customer, campaigns in order priority desc, value desc, name. A candidate is judged in this order:
 paused -> PAUSED; advertising to the global control group -> CONTROL; its channel already taken in this
-arbitration -> OUTRANKED; no consent -> NO_CONSENT; cap -> CAPPED; budget -> OVER_BUDGET; then held out ->
-HELD_OUT, else QUEUED. The holdout is drawn after the filters, as the issue asks ("holdout members pass the
-same filters"), so the held-out are exactly the customers who would have been sent; a held-out candidate
-takes its channel and cap slot as if sent. Transactional messages are owed to the customer: no control group,
-no holdout, no consent needed. A QUEUED message waits (not_before) through the campaign's quiet hours for its
-channel and, for advertising without night consent, through the night; one that would wait longer than the
-campaign's max_delay_hours is ABORTED now.
+arbitration -> OUTRANKED; no consent -> NO_CONSENT; a cap (its own, or any campaign's cap on a tag it carries)
+-> CAPPED; budget -> OVER_BUDGET; then held out -> HELD_OUT, else QUEUED.
+
+The holdout is drawn after the filters, as the issue asks ("holdout members pass the same filters"), so the
+held-out are exactly the customers who would have been sent; a held-out candidate takes its channel and cap
+slot as if sent. Transactional messages are owed to the customer: no control group, no holdout, no consent
+needed. A QUEUED message waits (not_before) through the campaign's quiet hours for its channel and, for
+advertising without night consent, through the night; one that would wait longer than the campaign's
+max_delay_hours is ABORTED now. Caps are checked on the day the message will go.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Verdict
-from engine.campaigns.caps import BudgetBook, CapBook
+from engine.campaigns.caps import BudgetBook, CapBook, tag_caps
 from engine.campaigns.consent import ConsentBook
 from engine.campaigns.holdout import held_out, in_control
-from engine.campaigns.schema import Campaign, QuietHours
+from engine.campaigns.schema import Campaign, Cap, QuietHours
 from engine.clock import zone_info
 from engine.errors import ArbitrationError
 
@@ -73,18 +75,19 @@ def arbitrate(candidates: Iterable[Candidate], campaigns: Mapping[str, Campaign]
             raise ArbitrationError(f"candidate {cand.key}: customer {cand.customer_id!r} has no context")
     pending.sort(key=lambda cand: _order(cand, campaigns))
     taken: set[tuple[str, str]] = set()  # (customer, channel) given a message in this arbitration
+    by_tag = tag_caps(campaigns.values())
     decisions: list[Decision] = []
     for cand in pending:
         campaign = campaigns[cand.campaign]
         zone = contexts[cand.customer_id].zone
-        decisions.append(_judge(cand, campaign, zone, consent, caps, budgets, now, paused, control_percent,
-                                taken))
+        decisions.append(_judge(cand, campaign, zone, consent, caps, by_tag, budgets, now, paused,
+                                control_percent, taken))
     return decisions
 
 
 def _judge(cand: Candidate, campaign: Campaign, zone: str, consent: ConsentBook, caps: CapBook,
-           budgets: BudgetBook, now: datetime, paused: Collection[str], control_percent: float,
-           taken: set[tuple[str, str]]) -> Decision:
+           by_tag: Mapping[str, list[Cap]], budgets: BudgetBook, now: datetime, paused: Collection[str],
+           control_percent: float, taken: set[tuple[str, str]]) -> Decision:
     def decide(verdict: Verdict, detail: str = "", not_before: datetime | None = None,
                deferred: str | None = None) -> Decision:
         return Decision(cand, verdict, now, not_before, deferred, detail)
@@ -107,7 +110,7 @@ def _judge(cand: Candidate, campaign: Campaign, zone: str, consent: ConsentBook,
     if go - now > timedelta(hours=campaign.max_delay_hours):
         return decide(Verdict.ABORTED, f"would wait {deferred} until {go_local.isoformat()}, past max_delay_hours "
                       f"{campaign.max_delay_hours:g}", not_before, deferred)
-    capped = caps.check(campaign, cid, zone, go)
+    capped = caps.check(campaign, cid, zone, go, by_tag)
     if capped is not None:
         return decide(Verdict.CAPPED, capped)
     over = budgets.check(campaign)

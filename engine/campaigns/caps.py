@@ -8,7 +8,7 @@ it, so a message queued for tomorrow (a night deferral) and one sent today can n
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -48,16 +48,34 @@ def _scope(cap: Cap, campaign: str) -> str:
     return f"tag:{cap.tag}" if cap.tag is not None else f"campaign:{campaign}"
 
 
+def tag_caps(campaigns: Iterable[Campaign]) -> dict[str, list[Cap]]:
+    """Every tag cap declared in the running set, by tag."""
+    out: dict[str, list[Cap]] = {}
+    for campaign in campaigns:
+        for cap in campaign.caps:
+            if cap.tag is not None and cap not in out.setdefault(cap.tag, []):
+                out[cap.tag].append(cap)
+    return out
+
+
 class CapBook:
     """Sends per customer per campaign and per tag, by day number in the customer's zone."""
 
     def __init__(self) -> None:
         self._days: dict[tuple[str, str], list[int]] = {}  # (customer, scope) -> sorted send days
 
-    def check(self, campaign: Campaign, customer_id: str, zone: str, at: datetime) -> str | None:
-        """None when one more send at `at` keeps every cap of `campaign`, else the cap it would break."""
+    def check(self, campaign: Campaign, customer_id: str, zone: str, at: datetime,
+              by_tag: Mapping[str, Sequence[Cap]] | None = None) -> str | None:
+        """None when one more send at `at` keeps every cap of `campaign`, else the cap it would break.
+
+        `by_tag` (see `tag_caps`) adds the caps other campaigns declare on this campaign's tags: a tag's cap
+        binds every campaign carrying the tag, or a campaign without it could push the tag's count past it.
+        """
         day = day_number(at, zone)
-        for cap in campaign.caps:
+        caps = list(campaign.caps)
+        for tag in campaign.tags if by_tag else ():
+            caps += [cap for cap in by_tag.get(tag, ()) if cap not in caps]  # type: ignore[union-attr]
+        for cap in caps:
             scope = _scope(cap, campaign.name)
             days = self._days.get((customer_id, scope), [])
             # Every window [s, s + D - 1] holding `day` must have room for one more.
