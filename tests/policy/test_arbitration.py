@@ -43,9 +43,7 @@ def _consent(ids, channels=("push", "email"), night: bool = False) -> ConsentBoo
 
 
 def _run(candidates, campaigns, consent, now=NOON, paused=(), caps=None, budgets=None, zone="Asia/Seoul"):
-    contexts = {c.customer_id: CustomerContext(c.customer_id) for c in candidates}
-    contexts = {cid: CustomerContext(cid, profile=None) for cid in contexts}
-    ctx = {cid: _Zoned(cid, zone) for cid in contexts}
+    ctx = {c.customer_id: _Zoned(c.customer_id, zone) for c in candidates}
     return {d.candidate.campaign + "/" + d.candidate.occurrence: d
             for d in arbitrate(candidates, {c.name: c for c in campaigns}, ctx, consent,
                                caps if caps is not None else CapBook(), budgets or BudgetBook(), now, paused)}
