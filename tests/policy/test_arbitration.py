@@ -17,6 +17,7 @@ from engine.campaigns.holdout import held_out, in_control
 from engine.campaigns.schema import Campaign
 from engine.clock import day_number, zone_info
 from engine.errors import ArbitrationError
+from engine.events import CustomerProfile
 
 SEOUL = ZoneInfo("Asia/Seoul")
 NOON = datetime(2017, 6, 1, 12, tzinfo=SEOUL)
@@ -43,22 +44,15 @@ def _consent(ids, channels=("push", "email"), night: bool = False) -> ConsentBoo
 
 
 def _run(candidates, campaigns, consent, now=NOON, paused=(), caps=None, budgets=None, zone="Asia/Seoul"):
-    ctx = {c.customer_id: _Zoned(c.customer_id, zone) for c in candidates}
+    ctx = {c.customer_id: _zoned(c.customer_id, zone) for c in candidates}
     return {d.candidate.campaign + "/" + d.candidate.occurrence: d
             for d in arbitrate(candidates, {c.name: c for c in campaigns}, ctx, consent,
                                caps if caps is not None else CapBook(), budgets or BudgetBook(), now, paused)}
 
 
-class _Zoned(CustomerContext):
-    """A context in a fixed zone (the real one comes from the profile or the first purchase)."""
-
-    def __init__(self, customer_id: str, zone: str) -> None:
-        super().__init__(customer_id)
-        object.__setattr__(self, "_zone", zone)
-
-    @property
-    def zone(self) -> str:
-        return self._zone  # type: ignore[attr-defined]
+def _zoned(customer_id: str, zone: str) -> CustomerContext:
+    """A customer whose profile puts them in `zone`."""
+    return CustomerContext(customer_id, profile=CustomerProfile(customer_id=customer_id, time_zone=zone))
 
 
 def _cand(campaign: str, cid: str, occurrence: str = "o1", at: datetime = NOON) -> Candidate:
@@ -203,7 +197,7 @@ def _replay(case) -> tuple[list[Decision], dict[str, str], list[ConsentChange], 
     """Arbitrate each round at its time, caps and budgets carried over, as the engine does."""
     campaigns, zones, changes, rounds = case
     caps, budgets, decisions = CapBook(), BudgetBook(), []
-    contexts = {c: _Zoned(c, z) for c, z in zones.items()}
+    contexts = {c: _zoned(c, z) for c, z in zones.items()}
     start = datetime(2017, 3, 1, tzinfo=UTC)
     for n, (hours, wanted) in enumerate(rounds):
         now = start + timedelta(hours=hours, minutes=17 * n)
