@@ -155,21 +155,20 @@ class ConsentBook:
         return sorted((c for (cid, _, _), c in self._latest.items() if cid == customer_id),
                       key=lambda c: (c.channel, c.purpose))
 
+    def reconfirmation_due_at(self, customer_id: str) -> datetime | None:
+        """When the customer is owed the two-yearly notice: two years after the oldest grant in effect."""
+        grants = [c.at for c in self.customer(customer_id) if c.granted]
+        return _years_later(min(grants), RECONFIRM_YEARS) if grants else None
+
     def reconfirmations_due(self, now: datetime | None = None) -> list[Reconfirmation]:
         """Customers whose oldest grant in effect was given or confirmed two years or more before `now`."""
         now = self.now if now is None else now
-        by_customer: dict[str, list[ConsentChange]] = {}
-        for (cid, _, _), c in self._latest.items():
-            by_customer.setdefault(cid, []).append(c)
         due = []
-        for cid in sorted(by_customer):
-            changes = sorted(by_customer[cid], key=lambda c: (c.channel, c.purpose))
-            grants = [c.at for c in changes if c.granted]
-            if not grants:
-                continue
-            oldest = min(grants)
-            due_at = _years_later(oldest, RECONFIRM_YEARS)
-            if due_at <= now:
+        for cid in sorted({cid for cid, _, _ in self._latest}):
+            due_at = self.reconfirmation_due_at(cid)
+            if due_at is not None and due_at <= now:
+                changes = self.customer(cid)
+                oldest = min(c.at for c in changes if c.granted)
                 due.append(Reconfirmation(cid, tuple(changes), oldest, due_at))
         return due
 
