@@ -815,6 +815,67 @@ def campaigns_audit(
         table.add_row(*(Text(c) for c in cells))  # Text: a detail's [brackets] are not markup
     console.print(table)
 # --- end files commands ---
+# --- policy commands ---
+consent_app = typer.Typer(help="Consent per customer and channel (advertising, night): import, show.",
+                          no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+
+
+@consent_app.command("import")
+def consent_import(
+    file: Annotated[Path, typer.Argument(help="CSV: customer_id,channel,purpose,granted,at,source ('#' comments).")],
+) -> None:
+    """Append a file's consent changes to the store; changes already stored are skipped."""
+    from engine.campaigns.consent import ConsentStore, read_csv
+    from engine.db import connect
+
+    try:
+        changes = read_csv(file)
+        added = ConsentStore(connect(Settings().database_url)).record(changes)
+    except NudgeError as exc:
+        _fail(exc)
+    customers = len({c.customer_id for c in changes})
+    typer.echo(f"consent import: {added} change(s) added, {len(changes) - added} already stored, "
+               f"{customers} customer(s), from {file}")
+
+
+@consent_app.command("show")
+def consent_show(
+    customer_id: Annotated[str, typer.Argument(help="The customer id.")],
+    at: Annotated[str | None, typer.Option(help="Consent in effect at this time (default: after the last change).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """A customer's consent history, what is in effect, and when the two-yearly reconfirmation falls due."""
+    from engine.campaigns.consent import ConsentBook, ConsentStore
+    from engine.db import connect
+
+    history = ConsentStore(connect(Settings().database_url)).changes(customer_id)
+    if not history:
+        _fail(NudgeError(f"consent show: no consent recorded for customer {customer_id!r}"))
+    # Event time only: without --at, the moment of the customer's last change, never the wall clock.
+    now = _utc_date(at, "--at") if at else history[-1].at
+    book = ConsentBook.of(history, now)
+    effect = book.customer(customer_id)
+    due_at = book.reconfirmation_due_at(customer_id)
+    if as_json:
+        typer.echo(json.dumps({
+            "customer_id": customer_id, "at": now.isoformat(),
+            "in_effect": [{"channel": c.channel, "purpose": c.purpose, "granted": c.granted,
+                           "since": c.at.isoformat(), "source": c.source} for c in effect],
+            "reconfirmation_due": due_at.isoformat() if due_at else None,
+            "history": [{"channel": c.channel, "purpose": c.purpose, "granted": c.granted, "at": c.at.isoformat(),
+                         "source": c.source} for c in history]}))
+        return
+    table = Table(title=f"consent of customer {customer_id} at {now.isoformat()}")
+    for column in ("channel", "purpose", "in effect", "since", "source"):
+        table.add_column(column)
+    for c in effect:
+        table.add_row(c.channel, c.purpose, "granted" if c.granted else "withdrawn", c.at.isoformat(), c.source)
+    console.print(table)
+    typer.echo(f"reconfirmation due: {due_at.isoformat() if due_at else '- (nothing granted)'}; "
+               f"{len(history)} change(s) recorded")
+# --- end policy commands ---
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     deliver_cron: str = "0 * * * *"  # purchase-triggered candidates and deferred messages whose time came
     jobs_zone: str = "UTC"
     job_grace_hours: float = Field(default=26.0, gt=0)
+    # policy:
+    # The global control group: this percent of customers (a stable hash) gets no advertising at all.
+    control_percent: float = Field(default=5.0, ge=0, le=50)
 
     @property
     def database_url(self) -> str:

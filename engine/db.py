@@ -203,3 +203,19 @@ campaign_audit = Table(
     Index("campaign_audit_campaign", "campaign", "id"),
 )
 # --- end files tables ---
+# --- policy tables ---
+# Consent changes per customer × channel × purpose ("advertising" or "night"), append-only: the consent in
+# effect at a time is the latest change at or before it. Re-importing the same file adds nothing.
+consent_change = Table(
+    "consent_change", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String, nullable=False),
+    Column("channel", String, nullable=False),
+    Column("purpose", String, nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("source", String, nullable=False),
+    UniqueConstraint("customer_id", "channel", "purpose", "at", "granted", name="consent_change_once"),
+    Index("consent_change_at", "at"),
+)
+# --- end policy tables ---

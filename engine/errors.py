@@ -36,3 +36,10 @@ class CampaignError(ConfigError):
     def __init__(self, message: str, lines: list[str] | None = None) -> None:
         super().__init__(message)
         self.lines: list[str] = list(lines) if lines is not None else [message]
+# policy
+class ConsentError(NudgeError):
+    """A consent record cannot be read or stored: the file, line and field are named."""
+
+
+class ArbitrationError(NudgeError):
+    """Arbitration was handed a candidate it cannot judge (unknown campaign, customer without context)."""
