@@ -76,7 +76,7 @@ def main() -> int:
         run_seconds = perf_counter() - began
         stages = dict(campaigns.report.seconds)
         stages["ingest+checkpoints"] = max(run_seconds - sum(stages.values()), 0.0)
-        rows = campaign_table(campaigns.ledger, campaigns.campaign_set.campaigns)
+        rows = campaign_table(campaigns.ledger, campaigns.campaign_set.campaigns, campaigns.report.outranked)
         _print_backtest(out, rows, stages, run_seconds, summary.run.records, campaigns.report)
         figures["backtest"] = {
             "from": start.date().isoformat(), "records": summary.run.records, "customers": summary.customers,

@@ -67,6 +67,7 @@ class RunReport:
     missed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     candidates: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # per campaign, new keys judged
+    outranked: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # judged, lost, not recorded
     refits: list[dict[str, Any]] = field(default_factory=list)
     reload_errors: dict[str, str] = field(default_factory=dict)
 
@@ -74,7 +75,7 @@ class RunReport:
         """The report as plain JSON-able values."""
         return {"fires": dict(self.fires), "missed": dict(self.missed),
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-                "candidates": dict(self.candidates), "refits": self.refits, "reload_errors": self.reload_errors}
+                "candidates": dict(self.candidates), "outranked": dict(self.outranked), "refits": self.refits, "reload_errors": self.reload_errors}
 
 
 class _Contexts(Mapping[str, CustomerContext]):
@@ -313,10 +314,15 @@ class CampaignRuntime:
                     fresh.append(cand)
             decisions = arbitrate(fresh, campaigns, self.contexts, self._consent_at(at), self.caps, self.budgets,
                                   at, self.campaign_set.paused(), self.control_percent)
+        # An outranked candidate is not recorded: its occurrence may still win a later sweep inside its window
+        # (a customer due in three categories today gets one message today, not one ever).
+        recorded = [d for d in decisions if d.verdict is not Verdict.OUTRANKED]
         with self._stage("ledger"):
-            self.ledger.record(decisions, {n: c.channel for n, c in campaigns.items()})
+            self.ledger.record(recorded, {n: c.channel for n, c in campaigns.items()})
         for d in decisions:
             self.report.candidates[d.candidate.campaign] += 1
+            if d.verdict is Verdict.OUTRANKED:
+                self.report.outranked[d.candidate.campaign] += 1
         return decisions
 
     def _consent_at(self, at: datetime) -> ConsentBook:
@@ -380,8 +386,11 @@ def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def campaign_table(ledger: Ledger, campaigns: Mapping[str, Campaign]) -> list[dict[str, Any]]:
-    """Per campaign: candidates judged and what became of them (the demo's table)."""
+def campaign_table(ledger: Ledger, campaigns: Mapping[str, Campaign],
+                   outranked: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """Per campaign: the keys the ledger holds and what became of them (the demo's table); `outranked` counts the
+    candidates that lost to another campaign at their moment (not recorded: they may win later)."""
+    outranked = outranked or {}
     counts = ledger.counts()
     deferred = ledger.deferrals()
     rows = []
@@ -392,7 +401,7 @@ def campaign_table(ledger: Ledger, campaigns: Mapping[str, Campaign]) -> list[di
             "sent": by.get(Verdict.SENT.value, 0), "queued": by.get(Verdict.QUEUED.value, 0),
             "held_out": by.get(Verdict.HELD_OUT.value, 0), "control": by.get(Verdict.CONTROL.value, 0),
             "deferred": sum(deferred.get(name, {}).values()), "capped": by.get(Verdict.CAPPED.value, 0),
-            "outranked": by.get(Verdict.OUTRANKED.value, 0), "over_budget": by.get(Verdict.OVER_BUDGET.value, 0),
+            "outranked": outranked.get(name, 0), "over_budget": by.get(Verdict.OVER_BUDGET.value, 0),
             "no_consent": by.get(Verdict.NO_CONSENT.value, 0), "paused": by.get(Verdict.PAUSED.value, 0),
             "aborted": by.get(Verdict.ABORTED.value, 0), "render_error": by.get(Verdict.RENDER_ERROR.value, 0),
             "failed": by.get(Verdict.FAILED.value, 0),
