@@ -27,13 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import perf_counter
 
-from engine.campaigns.consent import ConsentStore, read_csv
 from engine.delivery.ledger import Ledger
 from rich.console import Console
 from rich.table import Table
 
 from engine import logs
 from engine.campaigns.candidates import Candidate, Decision, Verdict
+from engine.campaigns.consent import ConsentStore, read_csv
 from engine.campaigns.triggers import DueIndex, due
 from engine.config import Settings
 from engine.db import connect
