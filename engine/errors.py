@@ -27,3 +27,16 @@ class ConfigError(NudgeError):
 
 class OutOfRange(DecodeError):
     """A value the state cannot hold, e.g. a purchase date outside 1970..2149."""
+
+
+# delivery
+class RenderError(NudgeError):
+    """A message cannot be rendered from its template, or the rendered text breaks the advertising law."""
+
+
+class DeliveryError(NudgeError):
+    """A channel could not deliver a message; `retryable` says whether trying again may succeed."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
