@@ -1,0 +1,26 @@
+"""A rendered message, as every channel receives it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message for one customer; `key` is the ledger's idempotency key, carried by every channel."""
+
+    key: str
+    campaign: str
+    customer_id: str
+    channel: str
+    language: str
+    title: str
+    body: str
+    data: dict[str, str] = field(default_factory=dict)  # flat strings: the key, the offer's code, ...
+    kind: str = "advertising"  # or "transactional"
+    sender: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as plain JSON-able data."""
+        return asdict(self)
