@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -20,7 +21,11 @@ class Message:
     data: dict[str, str] = field(default_factory=dict)  # flat strings: the key, the offer's code, ...
     kind: str = "advertising"  # or "transactional"
     sender: str = ""
+    at: datetime | None = None  # the event time it was rendered for sending
+
 
     def to_dict(self) -> dict[str, Any]:
         """The message as plain JSON-able data."""
-        return asdict(self)
+        out = asdict(self)
+        out["at"] = self.at.isoformat() if self.at is not None else None
+        return out

@@ -158,7 +158,7 @@ class Renderer:
         if offer is not None:
             data.update(offer.data())
         return Message(candidate.key, campaign.name, ctx.customer_id, campaign.channel, campaign.language,
-                       parts["title"], parts["body"], data, campaign.kind, campaign.sender)
+                       parts["title"], parts["body"], data, campaign.kind, campaign.sender, now)
 
     def _variables(self, campaign: Campaign, ctx: CustomerContext, offer: IssuedOffer | None,
                    candidate: Candidate, now: datetime, zone: str) -> dict[str, Any]:
