@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 from sqlalchemy import Engine, select
 
+from engine.config import Settings
 from engine.db import insert_ignoring_duplicates, wallet_offer
 from engine.delivery.message import Message
 from engine.errors import DeliveryError
@@ -229,7 +230,7 @@ class FileOutbox:
             return [json.loads(line)["key"] for line in f if line.strip()]
 
 
-def channels_from_settings(settings: Any, engine: Engine) -> dict[str, Channel]:
+def channels_from_settings(settings: Settings, engine: Engine) -> dict[str, Channel]:
     """The channels the settings configure: wallet and file always; push, webhook and email when given."""
     timeout = settings.delivery_timeout_seconds
     channels: dict[str, Channel] = {"wallet": WalletChannel(engine), "file": FileOutbox(settings.outbox_file)}

@@ -23,6 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from engine.campaigns.candidates import Candidate, CustomerContext
 from engine.campaigns.schema import Campaign
 from engine.clock import zone_info
+from engine.config import Settings
 from engine.delivery.message import Message
 from engine.errors import NudgeError, RenderError
 from engine.events import CustomerProfile, Line, Purchase
@@ -106,7 +107,7 @@ class Renderer:
         self.env.filters["date"] = _date_filter
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Renderer:
+    def from_settings(cls, settings: Settings) -> Renderer:
         """A renderer for the templates, opt-out number and unsubscribe link the settings name."""
         return cls(settings.templates_dir, settings.opt_out_ko, settings.unsubscribe_url)
 
