@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}/v1/projects/test/messages:send"
     try:
@@ -105,9 +106,11 @@ def smtp() -> Iterator[Mailbox]:
             box.messages.append(message_from_bytes(envelope.original_content, policy=default))
             return "250 Message accepted"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=0)
+    with socket.socket() as probe:  # a free port: the controller's start-up check connects to the port it is given
+        probe.bind(("127.0.0.1", 0))
+        box.port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port)
     controller.start()
-    box.port = controller.server.sockets[0].getsockname()[1]
     try:
         yield box
     finally:
