@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import httpx
 from sqlalchemy import Engine, select
@@ -198,6 +198,7 @@ class FileOutbox:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[str] = set()
+        self._file: IO[str] | None = None
         if self.path.exists():
             raw = self.path.read_bytes()
             end = raw.rfind(b"\n") + 1
@@ -209,18 +210,30 @@ class FileOutbox:
                     self._seen.add(json.loads(line)["key"])
 
     def send(self, message: Message) -> str:
-        """Append the message unless its key is already in the file; "file:<line count>" either way."""
+        """Append the message unless its key is already in the file (durable at the next `flush`)."""
         if message.key not in self._seen:
             line = json.dumps(message.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
             try:
-                with self.path.open("a", encoding="utf-8") as f:
-                    f.write(line)
-                    f.flush()
-                    os.fsync(f.fileno())
+                if self._file is None:
+                    self._file = self.path.open("a", encoding="utf-8")
+                self._file.write(line)
+                self._file.flush()  # in the OS's hands: a killed process loses nothing written
             except OSError as exc:
                 raise DeliveryError(f"file outbox {self.path} key {message.key}: {exc}") from None
             self._seen.add(message.key)
         return f"file:{message.key}"
+
+    def flush(self) -> None:
+        """fsync what was written: delivery calls this before it marks the messages sent."""
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """fsync and close the file."""
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
 
     def keys(self) -> list[str]:
         """The keys in the file, in the order written (a repeat would show twice)."""

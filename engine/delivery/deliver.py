@@ -23,7 +23,7 @@ from engine.config import Settings
 from engine.db import dead_letter, insert_ignoring_duplicates
 from engine.deadletters import DeadLetter
 from engine.delivery.channels import Channel
-from engine.delivery.ledger import Entry, Ledger
+from engine.delivery.ledger import Entry, Ledger, Mark
 from engine.delivery.message import Message
 from engine.delivery.render import Renderer
 from engine.errors import DeliveryError, NudgeError
@@ -79,7 +79,7 @@ class Deliverer:
 
     def __init__(self, ledger: Ledger, renderer: Renderer, channels: Mapping[str, Channel], dead_letters: Engine,
                  retry: RetryPolicy | None = None, gate: Gate | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, batch: int = 200) -> None:
         self.ledger = ledger
         self.renderer = renderer
         self.channels = channels
@@ -87,16 +87,37 @@ class Deliverer:
         self.retry = retry or RetryPolicy()
         self.gate = gate
         self.sleep = sleep  # between retries only; no decision reads the wall clock
+        self.batch = max(1, batch)  # marks committed together, after the channels have flushed
+        self._marks: list[Mark] = []
 
     def deliver(self, now: datetime, contexts: Callable[[str], CustomerContext], campaigns: Mapping[str, Campaign],
                 paused: Collection[str] = (), limit: int | None = None) -> DeliveryReport:
-        """Deliver every queued row due at `now`; a paused campaign's rows stay queued ("held")."""
+        """Deliver every queued row due at `now`; a paused campaign's rows stay queued ("held").
+
+        Marks are committed `batch` at a time, each batch after every channel's `flush` (the file outbox's fsync):
+        a crash loses at most a batch of marks, and those rows are re-sent under their keys.
+        """
         report = DeliveryReport()
-        for entry in self.ledger.queued(now, limit):
-            report.due += 1
-            outcome = self._one(entry, now, contexts, campaigns, paused, report)
-            report.count(entry.campaign, outcome)
+        try:
+            for entry in self.ledger.queued(now, limit):
+                report.due += 1
+                outcome = self._one(entry, now, contexts, campaigns, paused, report)
+                report.count(entry.campaign, outcome)
+                if len(self._marks) >= self.batch:
+                    self._commit()
+        finally:
+            self._commit()
         return report
+
+    def _commit(self) -> None:
+        if not self._marks:
+            return
+        for channel in self.channels.values():
+            flush = getattr(channel, "flush", None)
+            if flush is not None:
+                flush()
+        self.ledger.mark_many(self._marks)
+        self._marks = []
 
     def _one(self, entry: Entry, now: datetime, contexts: Callable[[str], CustomerContext],
              campaigns: Mapping[str, Campaign], paused: Collection[str], report: DeliveryReport) -> str:
@@ -153,7 +174,7 @@ class Deliverer:
                           face_value=face, provider_id=provider_id, attempts=attempts)
 
     def _mark(self, entry: Entry, verdict: Verdict, now: datetime, detail: str, **fields) -> str:
-        self.ledger.mark(entry.key, verdict, now, detail, **fields)
+        self._marks.append(Mark(entry.key, verdict, now, detail, **fields))
         return verdict.value
 
     def _fail(self, entry: Entry, message: Message, now: datetime, reason: str, attempts: int,

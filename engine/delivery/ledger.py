@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, Float, Integer, String, and_, bindparam, func, or_, select, update
 
 from engine.campaigns.candidates import Candidate, Decision, Verdict
-from engine.db import delivery_ledger, insert_ignoring_duplicates
+from engine.db import UtcDateTime, delivery_ledger, insert_ignoring_duplicates
 from engine.errors import NudgeError
 
 _KEYS_PER_QUERY = 500  # bound parameters per IN (...) query
@@ -55,6 +55,38 @@ class Entry:
     def due(self) -> datetime:
         """When the message may go: not_before, else the decision time."""
         return self.not_before or self.decided_at
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A verdict for a queued row, with what delivery learnt (None: leave the column as it is)."""
+
+    key: str
+    verdict: Verdict
+    at: datetime
+    detail: str = ""
+    offer_code: str | None = None
+    face_value: float | None = None
+    provider_id: str | None = None
+    attempts: int | None = None
+
+    def params(self) -> dict:
+        """The bound parameters of the mark statement."""
+        return {"m_key": self.key, "m_verdict": self.verdict.value, "m_at": self.at, "m_detail": self.detail,
+                "m_sent_at": self.at if self.verdict is Verdict.SENT else None, "m_offer_code": self.offer_code,
+                "m_face_value": self.face_value, "m_provider_id": self.provider_id, "m_attempts": self.attempts}
+
+
+_t = delivery_ledger.c
+# One statement for every mark, so a batch is one executemany; only a queued row moves.
+_MARK = (update(delivery_ledger)
+         .where(and_(_t.key == bindparam("m_key"), _t.verdict == Verdict.QUEUED.value))
+         .values(verdict=bindparam("m_verdict"), updated_at=bindparam("m_at"), detail=bindparam("m_detail"),
+                 sent_at=func.coalesce(bindparam("m_sent_at", type_=UtcDateTime), _t.sent_at),
+                 offer_code=func.coalesce(bindparam("m_offer_code", type_=String), _t.offer_code),
+                 face_value=func.coalesce(bindparam("m_face_value", type_=Float), _t.face_value),
+                 provider_id=func.coalesce(bindparam("m_provider_id", type_=String), _t.provider_id),
+                 attempts=func.coalesce(bindparam("m_attempts", type_=Integer), _t.attempts)))
 
 
 def _entry(row) -> Entry:
@@ -111,21 +143,20 @@ class Ledger:
 
         Only queued rows change: a row already sent stays sent, so a late or repeated mark cannot undo it.
         """
-        t = delivery_ledger.c
-        values: dict = {"verdict": verdict.value, "updated_at": at, "detail": detail}
-        if verdict is Verdict.SENT:
-            values["sent_at"] = at
-        for name, value in (("offer_code", offer_code), ("face_value", face_value),
-                            ("provider_id", provider_id), ("attempts", attempts)):
-            if value is not None:
-                values[name] = value
+        mark = Mark(key, verdict, at, detail, offer_code, face_value, provider_id, attempts)
         with self.engine.begin() as conn:
-            changed = conn.execute(update(delivery_ledger)
-                                   .where(and_(t.key == key, t.verdict == Verdict.QUEUED.value))
-                                   .values(**values)).rowcount
-            if not changed and conn.execute(select(t.id).where(t.key == key)).first() is None:
+            changed = conn.execute(_MARK, [mark.params()]).rowcount
+            if not changed and conn.execute(select(delivery_ledger.c.id)
+                                            .where(delivery_ledger.c.key == key)).first() is None:
                 raise NudgeError(f"ledger: no entry with key {key!r}")
         return bool(changed)
+
+    def mark_many(self, marks: Iterable[Mark]) -> None:
+        """`mark` for many rows in one transaction (rows no longer queued, or unknown keys, stay as they are)."""
+        params = [m.params() for m in marks]
+        if params:
+            with self.engine.begin() as conn:
+                conn.execute(_MARK, params)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Rows per campaign and verdict value."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,6 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """The message as plain JSON-able data."""
-        out = asdict(self)
-        out["at"] = self.at.isoformat() if self.at is not None else None
-        return out
+        return {"key": self.key, "campaign": self.campaign, "customer_id": self.customer_id, "channel": self.channel,
+                "language": self.language, "title": self.title, "body": self.body, "data": dict(self.data),
+                "kind": self.kind, "sender": self.sender, "at": self.at.isoformat() if self.at is not None else None}

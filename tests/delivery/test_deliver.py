@@ -46,10 +46,11 @@ def deliverer(engine, channels, root: Path = TEMPLATES, **kw) -> Deliverer:
     return Deliverer(Ledger(engine), Renderer(root), channels, engine, kw.pop("retry", FAST), **kw)
 
 
-def test_a_queued_message_is_sent_once_and_marked(engine, receiver: Receiver) -> None:
+@pytest.mark.parametrize("batch", [1, 200])
+def test_a_queued_message_is_sent_once_and_marked(engine, receiver: Receiver, batch: int) -> None:
     ledger = Ledger(engine)
     keys = [queue(ledger, "cj_repurchase_coupon", c) for c in ("1001", "1002")]
-    d = deliverer(engine, {"push": PushChannel(receiver.url)})
+    d = deliverer(engine, {"push": PushChannel(receiver.url)}, batch=batch)
     report = d.deliver(NOW, CONTEXTS.__getitem__, CAMPAIGNS)
     assert report.due == 2 and report.sent == 2 and report.face_value == {"cj_repurchase_coupon": 10.0}
     assert receiver.keys() == keys
