@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.campaigns.candidates import CustomerContext
 from engine.campaigns.schema import Campaign, Coupon, StampMission, Subscription
-from engine.clock import EPOCH, day_number, day_start, zone_info
+from engine.clock import day_number, day_start, zone_info
 from engine.errors import NudgeError
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -171,7 +171,3 @@ def issue_offer(campaign: Campaign, ctx: CustomerContext, key: str, now: datetim
                            extra_points_percent=tier.extra_points_percent, next_month_fee=tier.next_month_fee)
     raise NudgeError(f"campaign {campaign.name}: offer: unknown type {type(offer).__name__}")
 
-
-def local_date(when: datetime, zone: str) -> date:
-    """`when`'s local date in `zone`."""
-    return date.fromordinal(day_number(when, zone) + EPOCH)
