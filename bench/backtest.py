@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import perf_counter
 
-from engine.delivery.ledger import Ledger
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +36,7 @@ from engine.campaigns.consent import ConsentStore, read_csv
 from engine.campaigns.triggers import DueIndex, due
 from engine.config import Settings
 from engine.db import connect
+from engine.delivery.ledger import Ledger
 from engine.runtime.campaigns import campaign_table, open_campaigns, reset_campaigns
 from engine.runtime.embedded import EmbeddedRuntime
 from engine.sources.completejourney import CompleteJourneySource, load_tables

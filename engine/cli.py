@@ -876,6 +876,58 @@ def consent_show(
     typer.echo(f"reconfirmation due: {due_at.isoformat() if due_at else '- (nothing granted)'}; "
                f"{len(history)} change(s) recorded")
 # --- end policy commands ---
+# --- delivery commands ---
+delivery_app = typer.Typer(help="The delivery ledger: what every campaign decided and sent.", no_args_is_help=True)
+
+
+@delivery_app.command("ledger")
+def delivery_ledger(
+    customer: Annotated[str | None, typer.Option(help="List this customer's rows instead of the counts.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as one JSON object.")] = False,
+) -> None:
+    """Rows per campaign and verdict (and how many waited for quiet hours or the night), or one customer's rows."""
+    from engine.campaigns.candidates import Verdict
+    from engine.db import connect
+    from engine.delivery.ledger import Ledger
+
+    try:
+        ledger = Ledger(connect(Settings().database_url))
+    except NudgeError as exc:
+        _fail(exc)
+    if customer is not None:
+        rows = ledger.entries(customer_id=customer)
+        if as_json:
+            typer.echo(json.dumps([{"key": e.key, "verdict": e.verdict.value, "decided_at": e.decided_at.isoformat(),
+                                    "sent_at": e.sent_at.isoformat() if e.sent_at else None, "detail": e.detail}
+                                   for e in rows]))
+            return
+        table = Table(title=f"ledger rows of customer {customer}")
+        for column in ("key", "verdict", "decided", "sent", "detail"):
+            table.add_column(column, overflow="fold")
+        for e in rows:
+            table.add_row(e.key, e.verdict.value, e.decided_at.isoformat(), e.sent_at.isoformat() if e.sent_at else "",
+                          e.detail)
+        console.print(table)
+        return
+    counts, deferrals = ledger.counts(), ledger.deferrals()
+    if as_json:
+        typer.echo(json.dumps({"counts": counts, "deferred": deferrals}))
+        return
+    verdicts = [v.value for v in Verdict if any(v.value in c for c in counts.values())]
+    table = Table(title="delivery ledger")
+    table.add_column("campaign")
+    for v in verdicts:
+        table.add_column(v.replace("_", " "), justify="right")
+    table.add_column("deferred q.h./night", justify="right")
+    for name in sorted(counts):
+        waited = deferrals.get(name, {})
+        table.add_row(name, *(f"{counts[name].get(v, 0):,}" for v in verdicts),
+                      f"{waited.get('quiet_hours', 0):,} / {waited.get('night', 0):,}")
+    console.print(table)
+
+
+app.add_typer(delivery_app, name="delivery")
+# --- end delivery commands ---
 
 
 if __name__ == "__main__":

@@ -74,3 +74,22 @@ class Settings(BaseSettings):
     # files:
     campaigns_dir: Path = Path("campaigns")  # the running campaign set: the *.yaml files directly in it
     templates_dir: Path = Path("templates")  # campaign templates, <template>.<language>.j2
+    # delivery:
+    # Article 50's free opt-out instruction ends every Korean advertising message: a free number or a link.
+    opt_out_ko: str = "080-000-0000"
+    unsubscribe_url: str = "https://example.invalid/unsubscribe"  # an English advertising message's last line
+    push_url: str | None = None  # FCM HTTP v1 messages:send endpoint (or a receiver speaking its JSON)
+    webhook_url: str | None = None
+    smtp_host: str | None = None  # email is configured when this is set
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    email_sender: str = "nudge@example.invalid"
+    outbox_path: Path | None = None  # default: <home>/outbox.jsonl
+    delivery_attempts: int = Field(default=4, ge=1, le=20)  # tries per message before it is dead-lettered
+    delivery_backoff_seconds: float = Field(default=0.5, ge=0)  # the first wait; it doubles each retry
+    delivery_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)  # per HTTP request or SMTP session
+
+    @property
+    def outbox_file(self) -> Path:
+        """The file outbox channel's JSON Lines file."""
+        return self.outbox_path if self.outbox_path is not None else self.home / "outbox.jsonl"

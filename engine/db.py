@@ -219,3 +219,51 @@ consent_change = Table(
     Index("consent_change_at", "at"),
 )
 # --- end policy tables ---
+# --- delivery tables ---
+# The delivery ledger and outbox (engine/delivery/ledger.py): one row per candidate's idempotency key, its
+# verdict from arbitration and then from delivery. Queued rows whose not_before has come are what is sent.
+delivery_ledger = Table(
+    "delivery_ledger", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String, nullable=False),
+    Column("campaign", String, nullable=False),
+    Column("customer_id", String, nullable=False),
+    Column("occurrence", String, nullable=False),
+    Column("category", String),
+    Column("candidate_at", UtcDateTime, nullable=False),  # when the trigger became true
+    Column("reason", Text, nullable=False),
+    Column("verdict", String, nullable=False),  # a candidates.Verdict value
+    Column("decided_at", UtcDateTime, nullable=False),
+    Column("not_before", UtcDateTime),
+    Column("deferred", String),
+    Column("detail", Text, nullable=False),
+    Column("channel", String, nullable=False),
+    Column("offer_code", String),
+    Column("face_value", Float),
+    Column("provider_id", String),  # what the channel answered: a push message name, a Message-ID, ...
+    Column("sent_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("key", name="delivery_ledger_key"),
+    Index("delivery_ledger_due", "verdict", "not_before"),
+    Index("delivery_ledger_campaign", "campaign", "verdict"),
+)
+
+# The coupon wallet channel: the offers issued to each customer, once per idempotency key.
+wallet_offer = Table(
+    "wallet_offer", metadata,
+    Column("key", String, primary_key=True),
+    Column("customer_id", String, nullable=False),
+    Column("campaign", String, nullable=False),
+    Column("code", String),
+    Column("kind", String),
+    Column("face_value", Float),
+    Column("currency", String),
+    Column("valid_until", UtcDateTime),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("data", Text, nullable=False),  # the message's data as JSON
+    Column("issued_at", UtcDateTime, nullable=False),
+    Index("wallet_offer_customer", "customer_id"),
+)
+# --- end delivery tables ---

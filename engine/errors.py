@@ -43,3 +43,14 @@ class ConsentError(NudgeError):
 
 class ArbitrationError(NudgeError):
     """Arbitration was handed a candidate it cannot judge (unknown campaign, customer without context)."""
+# delivery
+class RenderError(NudgeError):
+    """A message cannot be rendered from its template, or the rendered text breaks the advertising law."""
+
+
+class DeliveryError(NudgeError):
+    """A channel could not deliver a message; `retryable` says whether trying again may succeed."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

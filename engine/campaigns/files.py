@@ -277,10 +277,8 @@ def check_template_of(path: Path, templates: Path, campaign: Campaign) -> None:
     if not where.is_file():
         line = f"{path}:{_template_line(path)}: template: {where} does not exist (got {_show(campaign.template)})"
         raise CampaignError(line, [line])
-    try:
-        from engine.delivery.render import RenderError, check_template
-    except ImportError:  # merge: delivery provides this
-        return
+    from engine.delivery.render import RenderError, check_template
+
     try:
         check_template(Path(templates), campaign)
     except RenderError as exc:

@@ -75,7 +75,8 @@ class RunReport:
         """The report as plain JSON-able values."""
         return {"fires": dict(self.fires), "missed": dict(self.missed),
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-                "candidates": dict(self.candidates), "outranked": dict(self.outranked), "refits": self.refits, "reload_errors": self.reload_errors}
+                "candidates": dict(self.candidates), "outranked": dict(self.outranked), "refits": self.refits,
+                "reload_errors": self.reload_errors}
 
 
 class _Contexts(Mapping[str, CustomerContext]):
