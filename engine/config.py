@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     line_retention_days: float = Field(default=400.0, gt=0)
     # lead (campaign runtime):
     follow_poll_seconds: float = Field(default=1.0, gt=0)  # `nudge run --follow`: how often the file is re-read
+    sender_name: str = "nudge"  # who the two-yearly consent notice is from
+    notice_language: Literal["ko", "en"] = "en"  # the consent notice's template language
     # triggers: the event-time jobs (APScheduler crontab syntax: day of week 0 is Monday) and how late a fire
     # may still run; older ones are skipped, so a restored run never sweeps or refits late. A replay sees a fire
     # only at the next event's time, so the grace covers a night without purchases.

@@ -103,6 +103,11 @@ class ConsentBook:
     def __init__(self, latest: Mapping[tuple[str, str, str], ConsentChange], now: datetime) -> None:
         self._latest = dict(latest)
         self.now = now
+        self._by_customer: dict[str, list[ConsentChange]] = {}  # one pass, so a sweep over everyone stays linear
+        for (cid, _, _), change in self._latest.items():
+            self._by_customer.setdefault(cid, []).append(change)
+        for changes in self._by_customer.values():
+            changes.sort(key=lambda c: (c.channel, c.purpose))
 
     @classmethod
     def of(cls, changes: Iterable[ConsentChange], now: datetime) -> ConsentBook:
@@ -152,8 +157,7 @@ class ConsentBook:
 
     def customer(self, customer_id: str) -> list[ConsentChange]:
         """The customer's consent in effect, by channel and purpose."""
-        return sorted((c for (cid, _, _), c in self._latest.items() if cid == customer_id),
-                      key=lambda c: (c.channel, c.purpose))
+        return list(self._by_customer.get(customer_id, ()))
 
     def reconfirmation_due_at(self, customer_id: str) -> datetime | None:
         """When the customer is owed the two-yearly notice: two years after the oldest grant in effect."""
@@ -164,7 +168,7 @@ class ConsentBook:
         """Customers whose oldest grant in effect was given or confirmed two years or more before `now`."""
         now = self.now if now is None else now
         due = []
-        for cid in sorted({cid for cid, _, _ in self._latest}):
+        for cid in sorted(self._by_customer):
             due_at = self.reconfirmation_due_at(cid)
             if due_at is not None and due_at <= now:
                 changes = self.customer(cid)

@@ -304,6 +304,13 @@ class DueIndex:
     def __len__(self) -> int:
         return len(self._contexts)
 
+    def __contains__(self, customer_id: object) -> bool:
+        return customer_id in self._contexts
+
+    def ids(self) -> list[str]:
+        """The customers indexed."""
+        return list(self._contexts)
+
     def context(self, customer_id: str) -> CustomerContext:
         """The customer's context as last given."""
         try:

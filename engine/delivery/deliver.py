@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -79,7 +80,8 @@ class Deliverer:
 
     def __init__(self, ledger: Ledger, renderer: Renderer, channels: Mapping[str, Channel], dead_letters: Engine,
                  retry: RetryPolicy | None = None, gate: Gate | None = None,
-                 sleep: Callable[[float], None] = time.sleep, batch: int = 200) -> None:
+                 sleep: Callable[[float], None] = time.sleep, batch: int = 200,
+                 extra: Callable[[Entry, Campaign, datetime], Mapping[str, Any]] | None = None) -> None:
         self.ledger = ledger
         self.renderer = renderer
         self.channels = channels
@@ -89,6 +91,7 @@ class Deliverer:
         self.sleep = sleep  # between retries only; no decision reads the wall clock
         self.batch = max(1, batch)  # marks committed together, after the channels have flushed
         self._marks: list[Mark] = []
+        self.extra = extra  # template variables beyond the customer's (the consent notice's `consent`)
 
     def deliver(self, now: datetime, contexts: Callable[[str], CustomerContext], campaigns: Mapping[str, Campaign],
                 paused: Collection[str] = (), limit: int | None = None) -> DeliveryReport:
@@ -140,7 +143,8 @@ class Deliverer:
         try:
             ctx = contexts(entry.customer_id)
             offer = issue_offer(campaign, ctx, entry.key, now)
-            message = self.renderer.render(campaign, ctx, offer, entry.candidate, now)
+            extra = None if self.extra is None else self.extra(entry, campaign, now)
+            message = self.renderer.render(campaign, ctx, offer, entry.candidate, now, extra)
         except (NudgeError, KeyError) as exc:  # RenderError, a bad zone, a customer without context
             report.problems.append(f"{entry.key}: {exc}")
             log.warning("delivery.render_error", key=entry.key, reason=str(exc))

@@ -13,8 +13,8 @@ import time
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ from sqlalchemy import Engine, delete
 
 from engine.campaigns.arbitration import arbitrate
 from engine.campaigns.audience import matches
-from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Verdict
+from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Verdict, idempotency_key
 from engine.campaigns.caps import BudgetBook, CapBook
 from engine.campaigns.consent import ConsentBook, ConsentStore
 from engine.campaigns.running import CampaignSet
-from engine.campaigns.schema import Campaign, EventTrigger
+from engine.campaigns.schema import Campaign, EventTrigger, Schedule
 from engine.campaigns.triggers import DueIndex, contexts, purchase_candidates
 from engine.clock import Clock, zone_info
 from engine.config import Settings
@@ -56,6 +56,7 @@ RUNNER_SCHEMA = 1
 # The models whose outputs the campaign rules, triggers and templates read; `recommend` and `rules` feed the
 # dashboard and cost most of a refit, so a backtest's monthly refit leaves them out unless asked.
 CAMPAIGN_MODELS: tuple[str, ...] = ("clv", "segments", "next_purchase", "next_purchase_category", "preference")
+REPLAY_GRACE = timedelta(days=366)
 STAGES: tuple[str, ...] = ("reload", "refit", "rescore", "sweep", "arbitrate", "ledger", "deliver")
 
 
@@ -77,6 +78,18 @@ class RunReport:
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "candidates": dict(self.candidates), "outranked": dict(self.outranked), "refits": self.refits,
                 "reload_errors": self.reload_errors}
+
+
+RECONFIRM = "consent_reconfirm"
+
+
+def reconfirm_campaign(settings: Settings) -> Campaign:
+    """The built-in two-yearly consent notice: transactional (never held out, needs no advertising consent), by
+    email, above every campaign. Its schedule is the daily sweep's; the trigger field is only the contract's."""
+    return Campaign(name=RECONFIRM, description="Article 50: every two years, tell customers what they agreed to",
+                    kind="transactional", trigger=Schedule(type="schedule", cron=settings.sweep_cron),
+                    channel="email", template="consent_reconfirm", language=settings.notice_language,
+                    sender=settings.sender_name, priority=1_000_000, holdout=0)
 
 
 class _Contexts(Mapping[str, CustomerContext]):
@@ -126,6 +139,11 @@ class CampaignRuntime:
         self.refit_workers = refit_workers
         self.control_percent = settings.control_percent if control_percent is None else control_percent
         jobs = [job for job in engine_jobs(settings) if refit or job.name != "refit"]
+        if clock is None:
+            # On the events' clock a fire is seen late only when no purchase came (a shop shut at Christmas), and a
+            # resumed replay starts where it stopped: nothing is overdue, so nothing is skipped. Live, the grace
+            # stands, so a restore after downtime never fires late.
+            jobs = [replace(job, misfire_grace=REPLAY_GRACE) for job in jobs]
         self.scheduler = EventTimeScheduler(jobs, settings.jobs_zone, start)
         self.report = RunReport()
         self.now: datetime | None = None  # the campaign clock: the latest fire time run
@@ -147,6 +165,11 @@ class CampaignRuntime:
         self._consent_known = -1
         self.caps = CapBook()
         self.budgets = BudgetBook()
+        self.notice = reconfirm_campaign(settings)
+        if deliverer.gate is None:
+            deliverer.gate = self._still_consented
+        if deliverer.extra is None:
+            deliverer.extra = self._template_extra
 
     # -- the observer protocol -----------------------------------------------------------------------------
     def begin(self, saved: dict | None, states: dict[str, CustomerState], profiles: dict[str, CustomerProfile],
@@ -294,16 +317,55 @@ class CampaignRuntime:
             found = self.index.sweep(self.campaign_set.campaigns, at, since=self.last_sweep)
         self.last_sweep = at
         self._judge(self._take_pending() + found, at)
+        self._reconfirm(at)
         self._deliver(at)
+
+    def _reconfirm(self, at: datetime) -> None:
+        """Queue the two-yearly consent notice (Article 50) to every customer it has fallen due for; sending it is
+        what renews the two years, so the confirmation is recorded with the decision."""
+        due = [r for r in self._consent_at(at).reconfirmations_due(at) if r.customer_id in self.contexts]
+        if not due:
+            return
+        name = self.notice.name
+        known = self.ledger.known(idempotency_key(name, r.customer_id, r.occurrence) for r in due)
+        fresh = [r for r in due if idempotency_key(name, r.customer_id, r.occurrence) not in known]
+        candidates = [Candidate(name, r.customer_id, r.occurrence, r.due_at, "two-yearly consent notice")
+                      for r in fresh]
+        decisions = self._judge(candidates, at, {name: self.notice})
+        confirmed = {d.candidate.customer_id for d in decisions if d.verdict is Verdict.QUEUED}
+        changes = [c for r in fresh if r.customer_id in confirmed for c in r.confirmed(at)]
+        if changes:
+            self.consent.record(changes)
+            self._consent_changes = sorted([*self._consent_changes, *changes], key=lambda c: c.at)
+            self._consent_times = [c.at for c in self._consent_changes]
+            self._consent_book = None
+
+    def _still_consented(self, entry: Any, campaign: Campaign, now: datetime) -> str | None:
+        """The last look before a queued advertising message goes: consent withdrawn since the decision stops it."""
+        if campaign.kind != "advertising":
+            return None
+        if self._consent_at(now).granted(entry.customer_id, campaign.channel, "advertising"):
+            return None
+        return f"advertising consent on {campaign.channel} withdrawn before sending"
+
+    def _template_extra(self, entry: Any, campaign: Campaign, now: datetime) -> Mapping[str, Any] | None:
+        if campaign.name != self.notice.name:
+            return None
+        return {"consent": self._consent_at(now).customer(entry.customer_id)}
+
+    def _running(self) -> dict[str, Campaign]:
+        """The campaigns delivery and the ledger know: the running set and the consent notice."""
+        return {**self.campaign_set.campaigns, self.notice.name: self.notice}
 
     def _take_pending(self) -> list[Candidate]:
         pending, self.pending = self.pending, []
         return pending
 
-    def _judge(self, candidates: list[Candidate], at: datetime) -> list[Decision]:
+    def _judge(self, candidates: list[Candidate], at: datetime,
+               campaigns: Mapping[str, Campaign] | None = None) -> list[Decision]:
         if not candidates:
             return []
-        campaigns = self.campaign_set.campaigns
+        campaigns = self.campaign_set.campaigns if campaigns is None else campaigns
         with self._stage("arbitrate"):
             known = self.ledger.known(c.key for c in candidates)
             fresh: list[Candidate] = []
@@ -336,8 +398,7 @@ class CampaignRuntime:
 
     def _deliver(self, at: datetime) -> None:
         with self._stage("deliver"):
-            self.deliverer.deliver(at, self.contexts.__getitem__, self.campaign_set.campaigns,
-                                   paused=self.campaign_set.paused())
+            self.deliverer.deliver(at, self.contexts.__getitem__, self._running(), paused=self.campaign_set.paused())
 
     def _check_models(self, saved: Mapping[str, str]) -> None:
         """A resumed run serves the versions its checkpoint recorded; a refit after it is redone, not reused."""
