@@ -210,11 +210,16 @@ class Ledger:
 
     def known(self, keys: Iterable[str]) -> set[str]:
         """Which of these keys are recorded already: drop them before arbitration, so caps count each once."""
+        return set(self.decided(keys))
+
+    def decided(self, keys: Iterable[str]) -> dict[str, datetime]:
+        """When each of these keys that is recorded was decided."""
         wanted = list(dict.fromkeys(keys))
-        found: set[str] = set()
+        found: dict[str, datetime] = {}
         t = delivery_ledger.c
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), _KEYS_PER_QUERY):
                 chunk = wanted[i:i + _KEYS_PER_QUERY]
-                found.update(conn.execute(select(t.key).where(t.key.in_(chunk))).scalars())
+                rows = conn.execute(select(t.key, t.decided_at).where(t.key.in_(chunk)))
+                found.update((r.key, r.decided_at) for r in rows)
         return found

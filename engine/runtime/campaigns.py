@@ -283,7 +283,14 @@ class CampaignRuntime:
         with self._stage("rescore"):
             self.index = DueIndex.build(self.scores.frame(), self.states, self.profiles)
             self.contexts = _Contexts(self.index)
-        entries = self.ledger.entries()
+        self._books()
+
+    def _books(self) -> None:
+        """Caps and budgets as the ledger's decisions up to the campaign clock left them (every job at that moment
+        has run): later ones, which a resumed or repeated run finds recorded, are made again when their moment
+        comes, and count then."""
+        now = self.now
+        entries = [e for e in self.ledger.entries() if now is None or e.decided_at <= now]
         campaigns = self.campaign_set.campaigns
         self.caps = CapBook.from_entries(entries, campaigns, self._zone_of)
         self.budgets = BudgetBook.from_entries(entries, campaigns)
@@ -310,8 +317,8 @@ class CampaignRuntime:
         with self._stage("reload"):
             result = self.campaign_set.reload(at)
             self.report.reload_errors.update(self.campaign_set.errors)
-            if result.changes:
-                self.caps = CapBook.from_entries(self.ledger.entries(), self.campaign_set.campaigns, self._zone_of)
+            if result.changes:  # a changed cap or tag counts the sends again
+                self._books()
         self._rescore(at)
         with self._stage("sweep"):
             found = self.index.sweep(self.campaign_set.campaigns, at, since=self.last_sweep)
@@ -353,7 +360,7 @@ class CampaignRuntime:
             return None
         return {"consent": self._consent_at(now).customer(entry.customer_id)}
 
-    def _running(self) -> dict[str, Campaign]:
+    def running(self) -> dict[str, Campaign]:
         """The campaigns delivery and the ledger know: the running set and the consent notice."""
         return {**self.campaign_set.campaigns, self.notice.name: self.notice}
 
@@ -367,11 +374,14 @@ class CampaignRuntime:
             return []
         campaigns = self.campaign_set.campaigns if campaigns is None else campaigns
         with self._stage("arbitrate"):
-            known = self.ledger.known(c.key for c in candidates)
+            # A key decided before this moment is done (judging it again would count its cap slot twice); one
+            # decided at this very moment is this decision made again by a resumed or repeated run, judged again
+            # so the others at this moment meet the same competition. The ledger keeps the first record.
+            decided = self.ledger.decided(c.key for c in candidates)
             fresh: list[Candidate] = []
             for cand in dict.fromkeys(candidates):  # one candidate per key, first kept
                 campaign = campaigns.get(cand.campaign)
-                if cand.key in known or campaign is None or cand.customer_id not in self.contexts:
+                if decided.get(cand.key, at) < at or campaign is None or cand.customer_id not in self.contexts:
                     continue
                 if matches(campaign.audience, self.contexts[cand.customer_id], at) is None:
                     fresh.append(cand)
@@ -398,7 +408,7 @@ class CampaignRuntime:
 
     def _deliver(self, at: datetime) -> None:
         with self._stage("deliver"):
-            self.deliverer.deliver(at, self.contexts.__getitem__, self._running(), paused=self.campaign_set.paused())
+            self.deliverer.deliver(at, self.contexts.__getitem__, self.running(), paused=self.campaign_set.paused())
 
     def _check_models(self, saved: Mapping[str, str]) -> None:
         """A resumed run serves the versions its checkpoint recorded; a refit after it is redone, not reused."""

@@ -68,6 +68,15 @@ class Prefix:
             yield record
 
 
+def _position_at(source, when: datetime) -> int:
+    """The position of the first record at or after `when` (profiles have no time and come first)."""
+    for record in source.records():
+        event = source.decoder.decode(record.raw, record.where)
+        if getattr(event, "event_time", None) is not None and event.event_time >= when:
+            return record.position
+    return len(source)
+
+
 def _run(settings: Settings, source, *, fresh: bool):
     runtime = EmbeddedRuntime(settings)
     if fresh:
@@ -111,7 +120,7 @@ def test_backtest_sends_each_key_once_within_holdout_control_consent_and_night(b
     assert max(outbox.values()) == 1  # no key twice on any channel
     assert {e.key for e in sent if e.channel in OUTBOXES} == set(outbox)
     changes = ConsentStore(runtime.engine).changes()
-    running = campaigns.campaign_set.campaigns
+    running = campaigns.running()
     for e in sent:
         campaign = running[e.campaign]
         assert not held_out(campaign, e.customer_id), e.key
@@ -150,13 +159,14 @@ def test_replaying_again_over_the_same_ledger_sends_nothing_more(backtest, sourc
 
 def test_pause_then_resume_sends_nothing_twice_and_nothing_paused(source, tmp_path) -> None:
     settings = _settings(tmp_path / "paused")
-    n = len(source)
     name = "cj_repurchase_coupon"
-    runtime, campaigns = _run(settings, Prefix(source, int(n * 0.75)), fresh=True)
+    runtime, campaigns = _run(settings, Prefix(source, _position_at(source, datetime(2017, 12, 10, tzinfo=UTC))),
+                              fresh=True)
     sent_before = {k for k in _sent(runtime.engine) if k.startswith(name)}
     assert sent_before
     campaigns.campaign_set.pause(name, by="test", reason="creative under review", now=datetime.now(UTC))
-    runtime, campaigns = _run(settings, Prefix(source, int(n * 0.87)), fresh=False)
+    runtime, campaigns = _run(settings, Prefix(source, _position_at(source, datetime(2017, 12, 18, tzinfo=UTC))),
+                              fresh=False)
     paused = Ledger(runtime.engine).keys(Verdict.PAUSED)
     assert any(k.startswith(name) for k in paused)
     campaigns.campaign_set.resume(name, by="test", now=datetime.now(UTC))
