@@ -197,18 +197,19 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
                   + (f"; dropped up to {store.dropped_until:%Y-%m-%d}" if store.dropped_until else ""))
 
 
-DEMO_START = "2017-10-01"
+DEMO_START, DEMO_END = "2017-11-01", "2018-01-01"
 
 
 @app.command()
 def demo(
     start: Annotated[str, typer.Option("--from", help="Campaigns run from this date (UTC); the year before builds "
                                         "the state the first refit fits on.")] = DEMO_START,
+    end: Annotated[str, typer.Option("--until", help="No job runs from this date (UTC).")] = DEMO_END,
 ) -> None:
     """Backtest the example campaigns over the Complete Journey year: replay it on event time, refit monthly from
     --from, fire, judge and deliver (to file outboxes), and print what each campaign did."""
     _run_campaigns(SourceKind.cj, None, start, fresh=True, directory=None,
-                   consent=Path("campaigns/consent/cj_consent.csv"), as_json=False)
+                   consent=Path("campaigns/consent/cj_consent.csv"), as_json=False, end=end)
 
 
 @app.command()
@@ -217,6 +218,7 @@ def run(
     path: Annotated[Path | None, typer.Argument(help="File or folder for lpoint and jsonl.")] = None,
     start: Annotated[str | None, typer.Option("--from", help="Campaigns run from this date (UTC); events before "
                                               "only build state. Default: from the first event.")] = None,
+    end: Annotated[str | None, typer.Option("--until", help="No campaign job runs from this date (UTC).")] = None,
     follow: Annotated[Path | None, typer.Option(help="Follow this JSON Lines file as it grows, on the wall clock.")]
     = None,
     fresh: Annotated[bool, typer.Option(help="Start over: forget state, checkpoints, ledger and scores.")] = False,
@@ -232,18 +234,19 @@ def run(
         _follow(follow, start, campaigns_dir, consent)
         return
     _run_campaigns(source, path, start, fresh=fresh, directory=campaigns_dir, consent=consent, as_json=as_json,
-                   households=households)
+                   households=households, end=end)
 
 
 def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, fresh: bool,
                    directory: Path | None, consent: Path | None, as_json: bool,
-                   households: int | None = None) -> None:
+                   households: int | None = None, end: str | None = None) -> None:
     from engine.runtime.campaigns import campaign_table, open_campaigns, reset_campaigns
 
     settings = Settings()
     runtime = EmbeddedRuntime(settings)
     try:
         begin = _utc_date(start, "--from") if start else None
+        stop = _utc_date(end, "--until") if end else None
         if households is not None and source is SourceKind.cj:
             from engine.sources.completejourney import CompleteJourneySource, load_tables
 
@@ -256,7 +259,7 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
             reset_campaigns(settings, runtime.engine)
         if consent is not None:
             _import_consent(runtime.engine, consent)
-        campaigns = open_campaigns(settings, runtime.engine, start=begin, directory=directory)
+        campaigns = open_campaigns(settings, runtime.engine, start=begin, end=stop, directory=directory)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, disable=as_json) as progress:
             task = progress.add_task(f"run {src.key}", total=len(src))
@@ -349,12 +352,13 @@ _COLUMNS = ("candidates", "sent", "held_out", "control", "deferred", "capped", "
 
 
 def _print_campaign_table(rows: list[dict], report, seconds: float) -> None:
-    table = Table(title="campaigns (backtest on event time)")
-    table.add_column("campaign")
-    for col in _COLUMNS:
-        table.add_column(col.replace("_", " "), justify="right")
+    # One column per campaign: thirteen outcomes across would not fit a terminal.
+    table = Table(title="campaigns (backtest on event time): what became of each candidate")
+    table.add_column("")
     for row in rows:
-        table.add_row(row["campaign"], *(f"{row[c]:,}" for c in _COLUMNS))
+        table.add_column(row["campaign"].replace("_", " "), justify="right")
+    for col in _COLUMNS:
+        table.add_row(col.replace("_", " "), *(f"{row[col]:,}" for row in rows))
     console.print(table)
     jobs = ", ".join(f"{job} {n}" for job, n in sorted(report.fires.items()))
     missed = ", ".join(f"{job} {n}" for job, n in sorted(report.missed.items())) or "none"

@@ -136,7 +136,8 @@ def lapse(campaign: Campaign, ctx: CustomerContext, now: datetime) -> Candidate 
 
 
 # -- event -----------------------------------------------------------------------------------------------------
-def _bought_categories(purchase: Purchase) -> set[str]:
+def bought_categories(purchase: Purchase) -> set[str]:
+    """The top categories a purchase bought in (a service use: its service category); none for a return."""
     if purchase.lines:
         return {line[1][0] for line in purchase.lines if is_bought_line(line)}
     if (purchase.amount or 0.0) >= 0:
@@ -156,7 +157,7 @@ def on_purchase(campaign: Campaign, purchase: Purchase, after: CustomerState, fi
     if purchase.customer_id != after.customer_id:
         raise NudgeError(f"campaign {campaign.name}: purchase {purchase.event_id} of {purchase.customer_id} "
                          f"checked against the state of {after.customer_id}")
-    bought = _bought_categories(purchase)
+    bought = bought_categories(purchase)
     if not bought:  # a return or only voided lines: not a purchase
         return None
     reasons = []

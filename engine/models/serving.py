@@ -8,7 +8,7 @@ names the version each answer is from and the models that have none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -68,12 +68,14 @@ def score_all(store: ScoreStore, registry: Registry, states: Mapping[str, Custom
 
 
 def rescore(store: ScoreStore, registry: Registry, states: Mapping[str, CustomerState],
-            customer_ids: Iterable[str], now: datetime) -> dict[str, int]:
+            customer_ids: Iterable[str], now: datetime,
+            categories: Mapping[str, Collection[str]] | None = None) -> dict[str, int]:
     """Re-score the state-dependent outputs of `customer_ids` alone with the serving models; rows per model.
 
     Only models with scores in the table are re-scored. A model whose serving version is no longer the one its
     rows come from (activated or rolled back since) is re-scored for every customer in `states`, so the table
-    never mixes two versions of one model.
+    never mixes two versions of one model. With `categories` (customer -> the top categories their purchases
+    touched), a model that `scores_by_category` replaces only those customer × category rows.
     """
     changed = {cid: states[cid] for cid in dict.fromkeys(map(str, customer_ids)) if cid in states}
     written: dict[str, int] = {}
@@ -85,6 +87,13 @@ def rescore(store: ScoreStore, registry: Registry, states: Mapping[str, Customer
             continue
         rescored = [o.name for o in outputs_of(name) if o.rescored]
         if not rescored or not changed:
+            continue
+        if categories is not None and getattr(model, "scores_by_category", False):
+            touched = {cid: categories.get(cid, ()) for cid in changed}
+            frame = model.score(changed, now, categories=touched)
+            pairs = [(cid, c) for cid, cats in touched.items() for c in cats]
+            written[name] = store.replace_pairs(name, version, frame[frame["output"].isin(rescored)], now, pairs,
+                                                rescored)
             continue
         frame = model.score(changed, now)
         written[name] = store.replace_customers(name, version, frame[frame["output"].isin(rescored)], now,

@@ -28,7 +28,7 @@ from engine.campaigns.caps import BudgetBook, CapBook
 from engine.campaigns.consent import ConsentBook, ConsentStore
 from engine.campaigns.running import CampaignSet
 from engine.campaigns.schema import Campaign, EventTrigger, Schedule
-from engine.campaigns.triggers import DueIndex, contexts, purchase_candidates
+from engine.campaigns.triggers import DueIndex, bought_categories, contexts, purchase_candidates
 from engine.clock import Clock, zone_info
 from engine.config import Settings
 from engine.db import delivery_ledger, score, score_version, wallet_offer
@@ -122,7 +122,8 @@ class CampaignRuntime:
     """
 
     def __init__(self, settings: Settings, campaigns: CampaignSet, deliverer: Deliverer, *,
-                 start: datetime | None = None, models: Sequence[str] = CAMPAIGN_MODELS, refit: bool = True,
+                 start: datetime | None = None, end: datetime | None = None,
+                 models: Sequence[str] = CAMPAIGN_MODELS, refit: bool = True,
                  refit_workers: int = 2, control_percent: float | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
         # None: the clock is the events' watermark (a replay); a live clock (WallClock) is advanced by `advance`.
@@ -135,6 +136,7 @@ class CampaignRuntime:
         self.registry = Registry(settings.models_dir)
         self.consent = ConsentStore(self.engine)
         self.start = start
+        self.end = end  # no job runs at or after it (the events still build state)
         self.models = tuple(models)
         self.refit_workers = refit_workers
         self.control_percent = settings.control_percent if control_percent is None else control_percent
@@ -154,6 +156,7 @@ class CampaignRuntime:
         self.states: dict[str, CustomerState] = {}
         self.profiles: dict[str, CustomerProfile] = {}
         self.dirty: set[str] = set()
+        self.touched: dict[str, set[str]] = {}  # customer -> top categories bought since the last re-score
         self.pending: list[Candidate] = []  # purchase-triggered, judged at the next deliver or sweep
         self.last_sweep: datetime | None = None
         self._checkpoint: Callable[[], None] = lambda: None
@@ -185,6 +188,7 @@ class CampaignRuntime:
             self.watermark = _time(saved.get("watermark"))
             self.last_sweep = _time(saved.get("last_sweep"))
             self.dirty = set(saved.get("dirty", []))
+            self.touched = {cid: set(cats) for cid, cats in saved.get("touched", {}).items()}
             self.pending = [Candidate(p["campaign"], p["customer_id"], p["occurrence"], _time(p["at"]),
                                       p.get("reason", ""), p.get("category")) for p in saved.get("pending", [])]
             self._check_models(saved.get("models", {}))
@@ -216,6 +220,7 @@ class CampaignRuntime:
         if not self.started:
             return
         self.dirty.add(cid)
+        self.touched.setdefault(cid, set()).update(bought_categories(event))
         if cid not in self.contexts:
             self.index.update(cid, CustomerContext(cid, state, self.profiles.get(cid)))
         event_campaigns = {n: c for n, c in self.campaign_set.campaigns.items() if isinstance(c.trigger, EventTrigger)}
@@ -229,6 +234,8 @@ class CampaignRuntime:
     # -- the jobs ------------------------------------------------------------------------------------------
     def advance(self, now: datetime) -> None:
         """Run every job whose fire time has come by `now`, in time order; checkpoint after a sweep or refit."""
+        if self.end is not None and now >= self.end:
+            now = self.end - timedelta(microseconds=1)
         if self.start is not None and not self.started:
             if now < self.start:
                 return
@@ -276,7 +283,7 @@ class CampaignRuntime:
             log.info("campaigns.refit", at=at.isoformat(), seconds=round(report.total_seconds, 2),
                      outcomes={o.name: o.status for o in report.outcomes})
         self._rebuild()
-        self.dirty = set()
+        self.dirty, self.touched = set(), {}
 
     def _rebuild(self) -> None:
         """Index every customer from the scores table (after a refit, or on resume)."""
@@ -305,13 +312,13 @@ class CampaignRuntime:
             return
         changed = sorted(self.dirty)
         with self._stage("rescore"):
-            rescore(self.scores, self.registry, self.states, changed, at)
+            rescore(self.scores, self.registry, self.states, changed, at, categories=self.touched)
             frame = self.scores.frame(customer_ids=changed)
             fresh = contexts(frame, {c: self.states[c] for c in changed if c in self.states},
                              {c: self.profiles[c] for c in changed if c in self.profiles})
             for cid, ctx in fresh.items():
                 self.index.update(cid, ctx)
-        self.dirty = set()
+        self.dirty, self.touched = set(), {}
 
     def _sweep(self, at: datetime) -> None:
         with self._stage("reload"):
@@ -430,7 +437,8 @@ class CampaignRuntime:
         return {
             "schema": RUNNER_SCHEMA, "scheduler": self.scheduler.state(), "started": self.started,
             "now": _iso(self.now), "watermark": _iso(self.watermark), "last_sweep": _iso(self.last_sweep),
-            "dirty": sorted(self.dirty), "models": models,
+            "dirty": sorted(self.dirty), "touched": {cid: sorted(c) for cid, c in sorted(self.touched.items())},
+            "models": models,
             "pending": [{"campaign": c.campaign, "customer_id": c.customer_id, "occurrence": c.occurrence,
                          "at": c.at.isoformat(), "reason": c.reason, "category": c.category} for c in self.pending],
         }

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select
 
 from engine.db import score, score_version, upsert
 from engine.errors import NudgeError
@@ -75,6 +75,29 @@ class ScoreStore:
             for start in range(0, len(ids), _CHUNK):
                 conn.execute(delete(score).where(score.c.model == model, score.c.output.in_(names),
                                                  score.c.customer_id.in_(ids[start:start + _CHUNK])))
+            _insert(conn, rows)
+            total = conn.execute(select(func.count()).where(score.c.model == model)).scalar_one()
+            conn.execute(score_version.update().where(score_version.c.model == model).values(rows=total))
+        return len(rows)
+
+    def replace_pairs(self, model: str, version: str, frame: pd.DataFrame, as_of: datetime,
+                      pairs: Iterable[tuple[str, str]], outputs: Iterable[str]) -> int:
+        """Replace `model`'s rows of `outputs` for these (customer, category) pairs alone with `frame`, atomically."""
+        keys, names = sorted(set(pairs)), sorted(set(outputs))
+        rows = _rows(model, version, frame, as_of)
+        stray = ({(r["customer_id"], r["category"]) for r in rows} - set(keys)
+                 or {r["output"] for r in rows} - set(names))
+        if stray:
+            raise NudgeError(f"scores of {model}: rows for {sorted(stray)[:5]} outside the pairs or outputs "
+                             "being replaced")
+        with self.engine.begin() as conn:
+            if keys:
+                conn.execute(delete(score).where(score.c.model == model,
+                                                 score.c.customer_id == bindparam("pair_customer"),
+                                                 score.c.category == bindparam("pair_category"),
+                                                 score.c.output == bindparam("pair_output")),
+                             [{"pair_customer": c, "pair_category": k, "pair_output": o}
+                              for c, k in keys for o in names])
             _insert(conn, rows)
             total = conn.execute(select(func.count()).where(score.c.model == model)).scalar_one()
             conn.execute(score_version.update().where(score_version.c.model == model).values(rows=total))

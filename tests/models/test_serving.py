@@ -176,6 +176,38 @@ def test_rescoring_one_changed_customer_changes_only_their_rows_and_equals_a_ful
     assert mine[mine["output"].isin(rescored)].reset_index(drop=True).equals(expected.reset_index(drop=True))
 
 
+def test_rescoring_the_categories_a_purchase_touched_replaces_only_those_category_dates(
+        fitted: tuple, tmp_path: Path) -> None:
+    train, test_lines, registry, fitted_store = fitted
+    store = ScoreStore(connect(f"sqlite:///{tmp_path / 'copy.db'}"))
+    for name in SCORED_MODELS:
+        store.publish(name, "v0001", _as_score_frame(fitted_store.frame(name)), train.until)
+    before = store.frame()
+    cid = _busy_customer(train)
+    basket = _next_basket(train, test_lines, cid)
+    touched = {line[1][0] for line in basket.lines}
+    states = dict(train.states)
+    states[cid] = apply(copy.deepcopy(states[cid]), basket)
+    now = (pd.Timestamp(basket.event_time).tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
+
+    rescore(store, registry, states, [cid], now, categories={cid: touched})
+    after = store.frame()
+    dates = after[(after["customer_id"] == cid) & (after["model"] == "next_purchase_category")]
+    was = before[(before["customer_id"] == cid) & (before["model"] == "next_purchase_category")]
+    assert set(dates["category"]) == set(was["category"])  # no pair lost or added
+    moved = dates[dates["category"].isin(touched)]
+    kept = dates[~dates["category"].isin(touched)].reset_index(drop=True)
+    assert len(moved) and (moved["as_of"] == now).all()
+    assert kept.equals(was[~was["category"].isin(touched)].reset_index(drop=True))
+    full = ScoreStore(connect(f"sqlite:///{tmp_path / 'full.db'}"))
+    score_all(full, registry, states, now, models=["next_purchase_category"])
+    everyone = full.frame()
+    expected = everyone[(everyone["customer_id"] == cid) & everyone["category"].isin(touched)]
+    assert moved.reset_index(drop=True).equals(expected.reset_index(drop=True))  # what a full re-score says
+    others = after[after["model"] != "next_purchase_category"]
+    assert (others[others["customer_id"] == cid]["as_of"].isin([now, train.until])).all()
+
+
 def _as_score_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[["customer_id", "category", "output", "value"]]
 

@@ -235,3 +235,45 @@ def test_a_killed_backtest_resumes_to_the_same_deliveries_with_no_key_twice(back
     assert resumed == _sent(clean_runtime.engine)
     outbox = _outbox_keys(home)
     assert max(outbox.values()) == 1
+
+
+def test_a_bad_campaign_file_is_rejected_with_its_line_while_the_last_good_version_keeps_sending(source,
+                                                                                               tmp_path) -> None:
+    folder = tmp_path / "campaigns"
+    shutil.copytree(CAMPAIGNS, folder, ignore=shutil.ignore_patterns("lpoint", "consent"))
+    settings = _settings(tmp_path / "home").model_copy(update={"campaigns_dir": folder})
+    name = "cj_repurchase_coupon"
+    middle = datetime(2017, 12, 12, tzinfo=UTC)
+    _run(settings, Prefix(source, _position_at(source, middle)), fresh=True)
+    path = folder / f"{name}.yaml"
+    text = path.read_text()
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("channel:"))
+    path.write_text(text.replace("channel: push", "channel: pigeon"))
+    runtime, campaigns = _run(settings, source, fresh=False)
+    error = campaigns.report.reload_errors[name]
+    assert f"{path}:{line}: channel:" in error and "pigeon" in error
+    assert name in campaigns.campaign_set.campaigns  # the last good version still runs
+    later = [e for e in Ledger(runtime.engine).entries(campaign=name, verdict=Verdict.SENT) if e.decided_at > middle]
+    assert later, "the last good version sent nothing after the bad file"
+    actions = [a.action for a in campaigns.campaign_set.audit(name)]
+    assert "rejected" in actions
+
+
+def test_preview_renders_a_customers_message_and_says_what_would_stop_it(backtest) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    home, _, _, campaigns = backtest
+    entry = next(e for e in campaigns.ledger.entries(campaign="cj_repurchase_coupon", verdict=Verdict.SENT))
+    env = {"NUDGE_HOME": str(home), "NUDGE_CAMPAIGNS_DIR": str(CAMPAIGNS),
+           "NUDGE_TEMPLATES_DIR": str(ROOT / "templates")}
+    result = CliRunner().invoke(app, ["preview", "cj_repurchase_coupon", entry.customer_id, "--at",
+                                      entry.decided_at.date().isoformat()], env=env)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "audience:" in out and "consent:" in out and "key: cj_repurchase_coupon|" in out
+    assert "Complete Journey Market" in out and "unsubscribe" in out.lower()
+    assert "CJRP-" in out  # the coupon's code, derived from the key
+    missing = CliRunner().invoke(app, ["preview", "cj_repurchase_coupon", "no-such-customer"], env=env)
+    assert missing.exit_code == 2 and "no customer 'no-such-customer'" in missing.output

@@ -3,7 +3,7 @@ discrete-time hazard classifier; per customer (`NextPurchase`) and per customer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from typing import Any, ClassVar, Self
 
@@ -262,16 +262,21 @@ class NextPurchase(Estimator):
         keys = histories["frame"].attrs["keys"].iloc[stats.index].reset_index(drop=True)
         return keys, stats
 
-    def predict(self, states: Mapping[str, CustomerState], now: datetime | None = None) -> pd.DataFrame:
+    def predict(self, states: Mapping[str, CustomerState], now: datetime | None = None,
+                categories: Mapping[str, Collection[str]] | None = None) -> pd.DataFrame:
         """Next purchase date with a range per key that has `min_days` purchase days before `now`'s date.
 
         Columns: customer_id, category ("" at customer level), days (from `now`'s date), date, low, high
-        (dates; low ≤ date ≤ high).
+        (dates; low ≤ date ≤ high). At category level, `categories` keeps only those of each customer.
         """
         if not hasattr(self, "point_"):
             raise NudgeError("next_purchase is not fitted: call fit(data) before predict")
         now = now or self.until_
         keys, stats = self.snapshot(states, now)
+        if categories is not None and self.level == "category":
+            keep = np.fromiter((c in categories.get(cid, ()) for cid, c in zip(keys["customer_id"], keys["category"],
+                                                                               strict=True)), bool, len(keys))
+            keys, stats = keys[keep].reset_index(drop=True), stats[keep].reset_index(drop=True)
         x = stats[self.columns_]
         with threadpool_limits(1):
             point = self._point(stats)
@@ -285,13 +290,15 @@ class NextPurchase(Estimator):
             high=start + high.astype("timedelta64[D]"),
         )
 
-    def score(self, states: Mapping[str, CustomerState], now: datetime) -> pd.DataFrame:
-        """Next purchase date, low and high of each key with `min_days` purchase days before `now`'s date."""
+    def score(self, states: Mapping[str, CustomerState], now: datetime,
+              categories: Mapping[str, Collection[str]] | None = None) -> pd.DataFrame:
+        """Next purchase date, low and high of each key with `min_days` purchase days before `now`'s date (at
+        category level only the `categories` given per customer, when given)."""
         if not states:
             return pd.DataFrame(columns=list(SCORE_COLUMNS))
         prefix = "next_purchase" if self.level == "customer" else "category.next_purchase"
-        return scores_frame(self.predict(states, now), {k: f"{prefix}.{k}" for k in ("date", "low", "high")},
-                            self.outputs)
+        return scores_frame(self.predict(states, now, categories),
+                            {k: f"{prefix}.{k}" for k in ("date", "low", "high")}, self.outputs)
 
 
 class NextPurchaseCategory(NextPurchase):
@@ -299,6 +306,9 @@ class NextPurchaseCategory(NextPurchase):
 
     name: ClassVar[str] = "next_purchase_category"
     outputs: ClassVar[tuple[Output, ...]] = outputs_of("next_purchase_category")
+    # `score(..., categories=...)` re-scores only the categories a purchase touched: a category's date is set
+    # when its cycle opens (or at a refit), and the hazard curve over 92 days is most of a re-score's cost.
+    scores_by_category: ClassVar[bool] = True
 
     def __init__(self, level: str = "category", horizon_days: int = 92, min_window_days: int = 14,
                  cut_step_days: int = 3, n_cuts: int = 70, min_days: int = 2,
