@@ -236,10 +236,10 @@ class CampaignRuntime:
         """Run every job whose fire time has come by `now`, in time order; checkpoint after a sweep or refit."""
         if self.end is not None and now >= self.end:
             now = self.end - timedelta(microseconds=1)
-        if self.start is not None and not self.started:
-            if now < self.start:
+        if not self.started:
+            if self.start is not None and now < self.start:
                 return
-            self._begin_campaigns(self.start)
+            self._begin_campaigns(self.start or now)
         fires = self.scheduler.advance(now)
         want_checkpoint = False
         for fire in fires:
@@ -258,6 +258,11 @@ class CampaignRuntime:
             else:
                 self._judge(self._take_pending(), fire.at)
                 self._deliver(fire.at)
+        if self.clock is not None and not fires:
+            # Live, a purchase-triggered message goes at the next poll, not at the next hourly delivery.
+            self.now = now
+            self._judge(self._take_pending(), now)
+            self._deliver(now)
         if fires:
             self._done = self._state()
         if want_checkpoint:
@@ -267,7 +272,10 @@ class CampaignRuntime:
         self.started = True
         self.now = at
         self._checkpoint()  # the line store must hold every purchase before `at` for the refit to read
-        self._refit(at, checkpointed=True)  # scores from a later fit would leak the future into the backtest
+        if any(s.days for s in self.states.values()):
+            self._refit(at, checkpointed=True)  # scores from a later fit would leak the future into a backtest
+        else:  # a live engine starting empty: nothing to fit yet, the monthly refit will
+            self._rebuild()
         self._done = self._state()
 
     def _refit(self, at: datetime, checkpointed: bool = False) -> None:
@@ -477,7 +485,7 @@ def campaign_table(ledger: Ledger, campaigns: Mapping[str, Campaign],
     for name in sorted(set(counts) | set(campaigns)):
         by = counts.get(name, {})
         rows.append({
-            "campaign": name, "candidates": sum(by.values()),
+            "campaign": name, "candidates": sum(by.values()) + outranked.get(name, 0),
             "sent": by.get(Verdict.SENT.value, 0), "queued": by.get(Verdict.QUEUED.value, 0),
             "held_out": by.get(Verdict.HELD_OUT.value, 0), "control": by.get(Verdict.CONTROL.value, 0),
             "deferred": sum(deferred.get(name, {}).values()), "capped": by.get(Verdict.CAPPED.value, 0),
