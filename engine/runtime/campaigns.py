@@ -198,6 +198,10 @@ class CampaignRuntime:
         self._consent_times = [c.at for c in self._consent_changes]
         if self.started:
             self._rebuild()
+        elif self.clock is not None:  # live: what arrives from now on is judged, so the campaigns start now
+            now = self.clock.now()
+            if self.start is None or now >= self.start:
+                self._begin_campaigns(now)
 
     def before(self, event: Event) -> None:
         """Move the campaign clock to the event's time (unless it will be dead-lettered as future-dated)."""
