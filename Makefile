@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/refit.py
+	$(BIN)/python bench/backtest.py
 
 clean:
 	rm -rf $(VENV) .nudge .pytest_cache

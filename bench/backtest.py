@@ -1,6 +1,6 @@
 """Backtest benchmark: the example campaigns over the Complete Journey year, and the two hot paths in it.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest.py [--from 2017-03-01] [--households N] [--skip-run]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/backtest.py [--from 2017-02-01] [--until 2018-01-01] [--households N]
 
 1. The backtest: `nudge run` as the engine runs it — replay on event time into a temporary engine home, the
    campaigns' models refitted at --from and on the 1st of every month, the changed customers re-scored and the
@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     """Run the backtest, time the sweep and the ledger; print tables and a JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="start", default="2017-03-01", help="Campaigns run from this UTC date.")
+    parser.add_argument("--from", dest="start", default="2017-02-01", help="Campaigns run from this UTC date.")
+    parser.add_argument("--until", dest="end", default="2018-01-01", help="No job runs from this UTC date.")
     parser.add_argument("--households", type=int, help="Only the first N households by id (default: all).")
     parser.add_argument("--ledger-rows", type=int, default=50_000, help="Decisions recorded in the ledger bench.")
     args = parser.parse_args()
@@ -61,6 +62,7 @@ def main() -> int:
     if args.households:
         households = set(sorted(tables["transactions"]["household_id"].unique())[: args.households])
     start = datetime.fromisoformat(args.start).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(args.end).replace(tzinfo=UTC)
 
     with tempfile.TemporaryDirectory(prefix="nudge-backtest-") as tmp:
         settings = Settings(home=Path(tmp) / "home", campaigns_dir=ROOT / "campaigns",
@@ -68,7 +70,7 @@ def main() -> int:
         runtime = EmbeddedRuntime(settings)
         reset_campaigns(settings, runtime.engine)
         ConsentStore(runtime.engine).record(read_csv(ROOT / "campaigns" / "consent" / "cj_consent.csv"))
-        campaigns = open_campaigns(settings, runtime.engine, start=start)
+        campaigns = open_campaigns(settings, runtime.engine, start=start, end=end)
         source = CompleteJourneySource(households=households, tables=tables)
         err.print(f"backtest: replaying {len(source):,} records, campaigns from {start:%Y-%m-%d} ...")
         began = perf_counter()
@@ -76,7 +78,7 @@ def main() -> int:
         run_seconds = perf_counter() - began
         stages = dict(campaigns.report.seconds)
         stages["ingest+checkpoints"] = max(run_seconds - sum(stages.values()), 0.0)
-        rows = campaign_table(campaigns.ledger, campaigns.campaign_set.campaigns, campaigns.report.outranked)
+        rows = campaign_table(campaigns.ledger, campaigns.running(), campaigns.report.outranked)
         _print_backtest(out, rows, stages, run_seconds, summary.run.records, campaigns.report)
         figures["backtest"] = {
             "from": start.date().isoformat(), "records": summary.run.records, "customers": summary.customers,

@@ -267,7 +267,7 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
                                     on_progress=lambda pos: progress.update(task, completed=pos))
     except NudgeError as exc:
         _fail(exc)
-    rows = campaign_table(campaigns.ledger, campaigns.campaign_set.campaigns, campaigns.report.outranked)
+    rows = campaign_table(campaigns.ledger, campaigns.running(), campaigns.report.outranked)
     if as_json:
         typer.echo(json.dumps({"replay": _summary_dict(result), "campaigns": rows,
                                "jobs": campaigns.report.to_dict()}))
