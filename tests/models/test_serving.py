@@ -143,18 +143,24 @@ def _next_basket(train: TrainingData, test_lines: pd.DataFrame, cid: str) -> Pur
                     event_time=first["event_time"].iloc[0].to_pydatetime(), lines=lines)
 
 
-def test_rescoring_one_changed_customer_changes_only_their_rows_and_equals_a_full_rescore(
-        fitted: tuple, tmp_path: Path) -> None:
-    train, test_lines, registry, fitted_store = fitted
+def _one_basket_later(fitted: tuple, tmp_path: Path) -> tuple:
+    """A copy of the fitted scores, the busiest customer given their next real basket, and the day after it."""
+    train, test_lines, _, fitted_store = fitted
     store = ScoreStore(connect(f"sqlite:///{tmp_path / 'copy.db'}"))
     for name in SCORED_MODELS:
         store.publish(name, "v0001", _as_score_frame(fitted_store.frame(name)), train.until)
-    before = store.frame()
     cid = _busy_customer(train)
     basket = _next_basket(train, test_lines, cid)
     states = dict(train.states)
     states[cid] = apply(copy.deepcopy(states[cid]), basket)
     now = (pd.Timestamp(basket.event_time).tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
+    return store, store.frame(), cid, basket, states, now
+
+
+def test_rescoring_one_changed_customer_changes_only_their_rows_and_equals_a_full_rescore(
+        fitted: tuple, tmp_path: Path) -> None:
+    registry = fitted[2]
+    store, before, cid, _, states, now = _one_basket_later(fitted, tmp_path)
 
     written = rescore(store, registry, states, [cid], now)
     assert set(written) == {o.model for o in VOCABULARY if o.rescored}
@@ -178,17 +184,9 @@ def test_rescoring_one_changed_customer_changes_only_their_rows_and_equals_a_ful
 
 def test_rescoring_the_categories_a_purchase_touched_replaces_only_those_category_dates(
         fitted: tuple, tmp_path: Path) -> None:
-    train, test_lines, registry, fitted_store = fitted
-    store = ScoreStore(connect(f"sqlite:///{tmp_path / 'copy.db'}"))
-    for name in SCORED_MODELS:
-        store.publish(name, "v0001", _as_score_frame(fitted_store.frame(name)), train.until)
-    before = store.frame()
-    cid = _busy_customer(train)
-    basket = _next_basket(train, test_lines, cid)
+    train, registry = fitted[0], fitted[2]
+    store, before, cid, basket, states, now = _one_basket_later(fitted, tmp_path)
     touched = {line[1][0] for line in basket.lines}
-    states = dict(train.states)
-    states[cid] = apply(copy.deepcopy(states[cid]), basket)
-    now = (pd.Timestamp(basket.event_time).tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
 
     rescore(store, registry, states, [cid], now, categories={cid: touched})
     after = store.frame()
