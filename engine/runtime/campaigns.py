@@ -140,7 +140,7 @@ class CampaignRuntime:
         self.models = tuple(models)
         self.refit_workers = refit_workers
         self.control_percent = settings.control_percent if control_percent is None else control_percent
-        jobs = [job for job in engine_jobs(settings) if refit or job.name != "refit"]
+        jobs = [job for job in engine_jobs(settings) if (refit and self.models) or job.name != "refit"]
         if clock is None:
             # On the events' clock a fire is seen late only when no purchase came (a shop shut at Christmas), and a
             # resumed replay starts where it stopped: nothing is overdue, so nothing is skipped. Live, the grace
@@ -232,8 +232,11 @@ class CampaignRuntime:
             self.pending += purchase_candidates(event_campaigns, event, state, self._first_basket.pop(cid, False))
 
     def saved(self) -> dict:
-        """The cursors and clock as of the last completed jobs, and the serving model versions."""
-        return self._done
+        """The cursors and clock as of the last completed jobs and the serving model versions, with what the
+        events applied so far left for the next jobs (pending candidates, changed customers): the replay resumes
+        after those events, so nothing else would make them again."""
+        live = self._state()
+        return {**self._done, **{k: live[k] for k in ("pending", "dirty", "touched", "watermark")}}
 
     # -- the jobs ------------------------------------------------------------------------------------------
     def advance(self, now: datetime) -> None:
@@ -267,16 +270,17 @@ class CampaignRuntime:
             self.now = now
             self._judge(self._take_pending(), now)
             self._deliver(now)
-        if fires:
-            self._done = self._state()
+        self._done = self._state()  # the cursors moved even without a fire
         if want_checkpoint:
             self._checkpoint()
 
     def _begin_campaigns(self, at: datetime) -> None:
         self.started = True
         self.now = at
+        if self.start is None:  # the jobs' first fires are the first after the campaigns began
+            self.scheduler = EventTimeScheduler(self.scheduler.jobs, self.settings.jobs_zone, at)
         self._checkpoint()  # the line store must hold every purchase before `at` for the refit to read
-        if any(s.days for s in self.states.values()):
+        if self.models and any(s.days for s in self.states.values()):
             self._refit(at, checkpointed=True)  # scores from a later fit would leak the future into a backtest
         else:  # a live engine starting empty: nothing to fit yet, the monthly refit will
             self._rebuild()
