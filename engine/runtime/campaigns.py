@@ -161,6 +161,8 @@ class CampaignRuntime:
         self.last_sweep: datetime | None = None
         self._checkpoint: Callable[[], None] = lambda: None
         self._done: dict[str, Any] = {}
+        self._next_fire: datetime | None = None
+        self._versions: dict[str, str] = {}
         self._first_basket: dict[str, bool] = {}
         self._consent_changes: list = []
         self._consent_times: list[datetime] = []
@@ -192,6 +194,7 @@ class CampaignRuntime:
             self.pending = [Candidate(p["campaign"], p["customer_id"], p["occurrence"], _time(p["at"]),
                                       p.get("reason", ""), p.get("category")) for p in saved.get("pending", [])]
             self._check_models(saved.get("models", {}))
+        self._versions = self._serving_versions()
         self._done = self._state()
         self.campaign_set.reload(self.now or datetime.now(UTC))  # the clock is unknown yet: the audit's time
         self._consent_changes = sorted(self.consent.changes(), key=lambda c: c.at)
@@ -235,8 +238,7 @@ class CampaignRuntime:
         """The cursors and clock as of the last completed jobs and the serving model versions, with what the
         events applied so far left for the next jobs (pending candidates, changed customers): the replay resumes
         after those events, so nothing else would make them again."""
-        live = self._state()
-        return {**self._done, **{k: live[k] for k in ("pending", "dirty", "touched", "watermark")}}
+        return {**self._done, **self._events_state()}
 
     # -- the jobs ------------------------------------------------------------------------------------------
     def advance(self, now: datetime) -> None:
@@ -247,6 +249,8 @@ class CampaignRuntime:
             if self.start is not None and now < self.start:
                 return
             self._begin_campaigns(self.start or now)
+        if self.clock is None and self._next_fire is not None and now < self._next_fire:
+            return  # nothing is due yet: most purchases of a replay land here, so the cron arithmetic is skipped
         fires = self.scheduler.advance(now)
         want_checkpoint = False
         for fire in fires:
@@ -270,7 +274,9 @@ class CampaignRuntime:
             self.now = now
             self._judge(self._take_pending(), now)
             self._deliver(now)
-        self._done = self._state()  # the cursors moved even without a fire
+        if fires:
+            self._done = self._state()
+        self._next_fire = self.scheduler.next_fire()
         if want_checkpoint:
             self._checkpoint()
 
@@ -298,6 +304,7 @@ class CampaignRuntime:
                                        "outcomes": {o.name: o.status for o in report.outcomes}})
             log.info("campaigns.refit", at=at.isoformat(), seconds=round(report.total_seconds, 2),
                      outcomes={o.name: o.status for o in report.outcomes})
+        self._versions = self._serving_versions()
         self._rebuild()
         self.dirty, self.touched = set(), {}
 
@@ -443,18 +450,26 @@ class CampaignRuntime:
             if active != version:
                 log.info("campaigns.model_moved", model=name, checkpoint=version, active=active)
 
-    def _state(self) -> dict[str, Any]:
+    def _serving_versions(self) -> dict[str, str]:
+        """The serving version of each campaign model (read from the registry after a refit, then kept)."""
         models = {}
         for name in self.models:
             try:
                 models[name] = self.registry.active_version(name).version
             except Exception:
                 continue
+        return models
+
+    def _state(self) -> dict[str, Any]:
+        """What the jobs run so far leave (the cursors, the clock, the model versions)."""
+        return {"schema": RUNNER_SCHEMA, "scheduler": self.scheduler.state(), "started": self.started,
+                "now": _iso(self.now), "last_sweep": _iso(self.last_sweep), "models": dict(self._versions)}
+
+    def _events_state(self) -> dict[str, Any]:
+        """What the events applied so far leave for the next jobs."""
         return {
-            "schema": RUNNER_SCHEMA, "scheduler": self.scheduler.state(), "started": self.started,
-            "now": _iso(self.now), "watermark": _iso(self.watermark), "last_sweep": _iso(self.last_sweep),
-            "dirty": sorted(self.dirty), "touched": {cid: sorted(c) for cid, c in sorted(self.touched.items())},
-            "models": models,
+            "watermark": _iso(self.watermark), "dirty": sorted(self.dirty),
+            "touched": {cid: sorted(c) for cid, c in sorted(self.touched.items())},
             "pending": [{"campaign": c.campaign, "customer_id": c.customer_id, "occurrence": c.occurrence,
                          "at": c.at.isoformat(), "reason": c.reason, "category": c.category} for c in self.pending],
         }
