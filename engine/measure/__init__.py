@@ -1,0 +1,1 @@
+"""Measurement: what campaigns changed, treated against held out."""
