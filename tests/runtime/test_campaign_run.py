@@ -277,3 +277,17 @@ def test_preview_renders_a_customers_message_and_says_what_would_stop_it(backtes
     assert "CJRP-" in out  # the coupon's code, derived from the key
     missing = CliRunner().invoke(app, ["preview", "cj_repurchase_coupon", "no-such-customer"], env=env)
     assert missing.exit_code == 2 and "no customer 'no-such-customer'" in missing.output
+
+
+def test_the_backtest_attributes_conversions_and_says_which_uplifts_are_not_measurable(backtest) -> None:
+    from engine.measure.attribution import campaign_results
+    from engine.models.data import line_frame
+
+    _, _, runtime, campaigns = backtest
+    results = {r.campaign: r for r in campaign_results(campaigns.ledger.entries(), line_frame(runtime.lines.read()))}
+    coupon = results["cj_repurchase_coupon"].uplift
+    assert coupon.treated >= 20 and 0 < coupon.treated_converted <= coupon.treated
+    assert results["consent_reconfirm"].uplift.not_measurable == "no held-out customers"  # never held out
+    for r in results.values():
+        if r.uplift.measurable:
+            assert -1 <= r.uplift.low <= r.uplift.difference <= r.uplift.high <= 1

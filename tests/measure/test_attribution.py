@@ -1,0 +1,64 @@
+"""Attribution on a small ledger and real-shaped lines: the window, the category scope, returns, the groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from engine.campaigns.candidates import Verdict
+from engine.measure.attribution import campaign_results, conversions
+
+T = datetime(2017, 6, 1, 8, tzinfo=UTC)
+
+
+def _lines(*rows: tuple) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["customer_id", "event_time", "category", "quantity", "amount"])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame["product_id"] = "p"
+    frame["event_id"] = [f"e{i}" for i in range(len(frame))]
+    for c in ("customer_id", "category", "product_id", "event_id"):
+        frame[c] = frame[c].astype("category")
+    return frame
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: str
+    campaign: str
+    customer_id: str
+    verdict: Verdict
+    decided_at: datetime
+    not_before: datetime | None = None
+    sent_at: datetime | None = None
+    category: str | None = None
+
+
+def test_a_conversion_is_a_bought_line_after_the_send_inside_the_window_and_the_category() -> None:
+    entries = pd.DataFrame([("k1", "a", T, "MEAT"), ("k2", "b", T, None), ("k3", "c", T, None),
+                            ("k4", "d", T, "MEAT")], columns=["key", "customer_id", "at", "category"])
+    lines = _lines(("a", T + timedelta(days=3), "MEAT", 1, 12.0),
+                   ("a", T + timedelta(days=3), "DAIRY", 1, 5.0),  # not the entry's category
+                   ("b", T - timedelta(hours=1), "DAIRY", 1, 9.0),  # before the send
+                   ("b", T + timedelta(days=15), "DAIRY", 1, 9.0),  # after the 14-day window
+                   ("c", T + timedelta(days=1), "DAIRY", -1, -4.0),  # a return buys nothing
+                   ("d", T + timedelta(days=2), "DAIRY", 2, 8.0))  # another category
+    got = conversions(entries, lines).set_index("key")
+    assert got["converted"].to_dict() == {"k1": True, "k2": False, "k3": False, "k4": False}
+    assert got.loc["k1", "revenue"] == 12.0
+
+
+def test_campaign_results_compare_sent_with_held_out_and_say_when_there_is_no_number() -> None:
+    sent = [_Entry(f"s{i}", "promo", f"t{i}", Verdict.SENT, T, sent_at=T) for i in range(30)]
+    held = [_Entry(f"h{i}", "promo", f"h{i}", Verdict.HELD_OUT, T - timedelta(hours=2), not_before=T)
+            for i in range(20)]
+    lonely = [_Entry("x", "tiny", "t0", Verdict.SENT, T, sent_at=T)]
+    lines = _lines(*[(f"t{i}", T + timedelta(days=1), "DAIRY", 1, 10.0) for i in range(24)],
+                   *[(f"h{i}", T + timedelta(days=1), "DAIRY", 1, 10.0) for i in range(8)])
+    results = {r.campaign: r for r in campaign_results(sent + held + lonely, lines)}
+    promo = results["promo"].uplift
+    assert (promo.treated, promo.treated_converted, promo.held_out, promo.held_out_converted) == (30, 24, 20, 8)
+    assert promo.measurable and promo.low < 0.8 - 0.4 < promo.high
+    assert results["promo"].incremental_revenue == (8.0 - 4.0) * 30
+    assert not results["tiny"].uplift.measurable and results["tiny"].incremental_revenue is None
