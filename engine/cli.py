@@ -268,22 +268,33 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
     except NudgeError as exc:
         _fail(exc)
     rows = campaign_table(campaigns.ledger, campaigns.running(), campaigns.report.outranked)
-    results = _attribution(runtime, campaigns.ledger)
+    results, timed = _attribution(runtime, campaigns)
     if as_json:
         typer.echo(json.dumps({"replay": _summary_dict(result), "campaigns": rows,
                                "jobs": campaigns.report.to_dict(),
-                               "uplift": [_result_dict(r) for r in results]}))
+                               "uplift": [_result_dict(r) for r in results],
+                               "timing": None if timed is None else {**vars(timed), "lift": timed.lift}}))
         return
     _print_replay(result)
     _print_campaign_table(rows, campaigns.report, result.seconds)
     _print_uplift(results)
+    if timed is not None:
+        lift = f"{timed.lift:.2f}x" if timed.lift is not None else "n/a"
+        console.print(f"timing of the repurchase-due messages ({timed.sent:,} sent): {timed.before_purchase:.1%} "
+                      f"went within {timed.days} days before a real purchase in their category, against "
+                      f"{timed.random_day:.1%} at a random time in the same month (lift {lift}); "
+                      f"{timed.bought_at_all:.1%} of them bought in that category afterwards at all")
 
 
-def _attribution(runtime: EmbeddedRuntime, ledger) -> list:
-    from engine.measure.attribution import campaign_results
+def _attribution(runtime: EmbeddedRuntime, campaigns) -> tuple[list, object]:
+    from engine.campaigns.schema import RepurchaseDue
+    from engine.measure.attribution import campaign_results, timing
     from engine.models.data import line_frame
 
-    return campaign_results(ledger.entries(), line_frame(runtime.lines.read()))
+    entries = campaigns.ledger.entries()
+    lines = line_frame(runtime.lines.read())
+    due = [n for n, c in campaigns.running().items() if isinstance(c.trigger, RepurchaseDue)]
+    return campaign_results(entries, lines), timing(entries, lines, due)
 
 
 def _result_dict(r) -> dict:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
 from engine.campaigns.candidates import Verdict
@@ -97,3 +98,40 @@ def campaign_results(entries: Iterable, lines: pd.DataFrame, window: timedelta =
                                       float(treated["revenue"].mean()) if len(treated) else 0.0,
                                       float(held["revenue"].mean()) if len(held) else None))
     return results
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Whether messages landed just before a real purchase in their category, against a random day that month."""
+
+    sent: int
+    before_purchase: float  # share sent within `days` before a real purchase in the entry's category
+    random_day: float  # the same share had each been sent at a random time in its calendar month
+    bought_at_all: float  # share whose customer bought in the category at any time after the send
+    days: int
+
+    @property
+    def lift(self) -> float | None:
+        """before_purchase / random_day (None when the random baseline is 0)."""
+        return None if self.random_day == 0 else self.before_purchase / self.random_day
+
+
+def timing(entries: Iterable, lines: pd.DataFrame, campaigns: Iterable[str], days: int = 3,
+           seed: int = 0) -> Timing | None:
+    """The timing lift of the sent, category-scoped entries of `campaigns` (repurchase-due coupons); None without."""
+    frame = ledger_frame(entries)
+    names = set(campaigns)
+    frame = frame[(frame["group"] == "treated") & frame["campaign"].isin(names) & frame["category"].notna()]
+    if frame.empty:
+        return None
+    rng = np.random.default_rng(seed)
+    month = frame["at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("M")  # calendar months in UTC
+    starts = month.dt.start_time.dt.tz_localize("UTC")
+    lengths = (month.dt.end_time.dt.tz_localize("UTC") - starts).dt.total_seconds().to_numpy()
+    random_at = starts + pd.to_timedelta(rng.random(len(frame)) * lengths, unit="s")
+    window = timedelta(days=days)
+    actual = conversions(frame, lines, window)
+    shifted = conversions(frame.assign(at=random_at), lines, window)
+    ever = conversions(frame, lines, timedelta(days=10_000))
+    return Timing(len(frame), float(actual["converted"].mean()), float(shifted["converted"].mean()),
+                  float(ever["converted"].mean()), days)

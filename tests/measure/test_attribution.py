@@ -62,3 +62,17 @@ def test_campaign_results_compare_sent_with_held_out_and_say_when_there_is_no_nu
     assert promo.measurable and promo.low < 0.8 - 0.4 < promo.high
     assert results["promo"].incremental_revenue == (8.0 - 4.0) * 30
     assert not results["tiny"].uplift.measurable and results["tiny"].incremental_revenue is None
+
+
+def test_timing_compares_sends_just_before_a_real_purchase_with_a_random_day_of_the_month() -> None:
+    from engine.measure.attribution import timing
+
+    entries = [_Entry(f"k{i}", "coupon", f"c{i}", Verdict.SENT, T, sent_at=T + timedelta(days=i % 28),
+                      category="MEAT") for i in range(40)]
+    # Every customer buys MEAT two days after their coupon, and DAIRY (out of scope) the day after.
+    lines = _lines(*[(f"c{i}", T + timedelta(days=i % 28 + 2), "MEAT", 1, 6.0) for i in range(40)],
+                   *[(f"c{i}", T + timedelta(days=i % 28 + 1), "DAIRY", 1, 3.0) for i in range(40)])
+    got = timing(entries, lines, ["coupon"], days=3, seed=1)
+    assert got is not None and got.sent == 40 and got.before_purchase == 1.0 and got.bought_at_all == 1.0
+    assert got.random_day < 0.5 and got.lift > 2
+    assert timing(entries, lines, ["another"]) is None
