@@ -350,6 +350,35 @@ def preview(
     console.print(shown.message.body, highlight=False, soft_wrap=True)
 
 
+@app.command("import-campaigns")
+def import_campaigns(
+    source: Annotated[SourceKind, typer.Argument(help="cj: The Complete Journey's own campaigns.")] = SourceKind.cj,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Read the source's own campaigns, coupons and redemptions, run the redemption detector over its
+    transactions, and print its precision and recall against the recorded redemptions."""
+    from engine.measure.redemptions import check, detect, load
+
+    if source is not SourceKind.cj:
+        _fail(NudgeError(f"import-campaigns: only cj ships its campaigns and redemptions (got {source.value})"))
+    tables = load()
+    result = check(detect(tables), tables["coupon_redemptions"])
+    figures = {**vars(result), "precision": result.precision, "recall": result.recall,
+               "precision_any_day": result.precision_any_day, "recall_any_day": result.recall_any_day}
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    table = Table(title=f"redemption detector vs Dunnhumby's {result.recorded:,} recorded redemptions "
+                        f"({len(tables['campaign_descriptions'])} campaigns)")
+    for col in ("match on", "detected", "recorded", "matched", "precision", "recall"):
+        table.add_column(col, justify="left" if col == "match on" else "right")
+    table.add_row("household, coupon, campaign, day", f"{result.detected:,}", f"{result.recorded:,}",
+                  f"{result.matched:,}", f"{result.precision:.3f}", f"{result.recall:.3f}")
+    table.add_row("household, coupon, campaign", f"{result.detected_any_day:,}", f"{result.recorded_any_day:,}",
+                  f"{result.matched_any_day:,}", f"{result.precision_any_day:.3f}", f"{result.recall_any_day:.3f}")
+    console.print(table)
+
+
 def _follow(path: Path, start: str | None, directory: Path | None, consent: Path | None) -> None:
     """Follow a JSON Lines file live: new purchases as they are appended, the jobs on the wall clock."""
     import signal
