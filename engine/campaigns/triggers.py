@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -305,12 +306,10 @@ class DueIndex:
     def __len__(self) -> int:
         return len(self._contexts)
 
-    def __contains__(self, customer_id: object) -> bool:
-        return customer_id in self._contexts
-
-    def ids(self) -> list[str]:
-        """The customers indexed."""
-        return list(self._contexts)
+    @property
+    def contexts(self) -> Mapping[str, CustomerContext]:
+        """Every indexed customer's context, read-only (what arbitration and delivery read)."""
+        return MappingProxyType(self._contexts)
 
     def context(self, customer_id: str) -> CustomerContext:
         """The customer's context as last given."""

@@ -30,22 +30,26 @@ class Check:
     @property
     def precision(self) -> float:
         """Matched / detected, on (household, coupon, campaign, day)."""
-        return self.matched / self.detected if self.detected else 0.0
+        return _share(self.matched, self.detected)
 
     @property
     def recall(self) -> float:
         """Matched / recorded, on (household, coupon, campaign, day)."""
-        return self.matched / self.recorded if self.recorded else 0.0
+        return _share(self.matched, self.recorded)
 
     @property
     def precision_any_day(self) -> float:
         """Matched / detected, on (household, coupon, campaign)."""
-        return self.matched_any_day / self.detected_any_day if self.detected_any_day else 0.0
+        return _share(self.matched_any_day, self.detected_any_day)
 
     @property
     def recall_any_day(self) -> float:
         """Matched / recorded, on (household, coupon, campaign)."""
-        return self.matched_any_day / self.recorded_any_day if self.recorded_any_day else 0.0
+        return _share(self.matched_any_day, self.recorded_any_day)
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
 
 
 def load() -> dict[str, pd.DataFrame]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from engine.campaigns.audience import matches
 from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Verdict, idempotency_key
 from engine.campaigns.caps import BudgetBook, CapBook
 from engine.campaigns.consent import ConsentBook, ConsentStore
-from engine.campaigns.running import CampaignSet
+from engine.campaigns.running import CampaignSet, ReloadResult
 from engine.campaigns.schema import Campaign, EventTrigger, Schedule
 from engine.campaigns.triggers import DueIndex, bought_categories, contexts, purchase_candidates
 from engine.clock import Clock, zone_info
@@ -92,25 +92,6 @@ def reconfirm_campaign(settings: Settings) -> Campaign:
                     sender=settings.sender_name, priority=1_000_000, holdout=0)
 
 
-class _Contexts(Mapping[str, CustomerContext]):
-    """The due index's contexts as the mapping arbitration reads."""
-
-    def __init__(self, index: DueIndex) -> None:
-        self.index = index
-
-    def __getitem__(self, customer_id: str) -> CustomerContext:
-        return self.index.context(customer_id)
-
-    def __contains__(self, customer_id: object) -> bool:
-        return customer_id in self.index
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.index.ids())
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
 class CampaignRuntime:
     """The campaign jobs beside a replay (or a live feed): give it to `EmbeddedRuntime.replay(observer=...)`.
 
@@ -152,7 +133,6 @@ class CampaignRuntime:
         self.watermark: datetime | None = None
         self.started = False
         self.index = DueIndex()
-        self.contexts = _Contexts(self.index)
         self.states: dict[str, CustomerState] = {}
         self.profiles: dict[str, CustomerProfile] = {}
         self.dirty: set[str] = set()
@@ -164,6 +144,7 @@ class CampaignRuntime:
         self._next_fire: datetime | None = None
         self._versions: dict[str, str] = {}
         self._first_basket: dict[str, bool] = {}
+        self._event_campaigns: dict[str, Campaign] = {}
         self._consent_changes: list = []
         self._consent_times: list[datetime] = []
         self._consent_book: ConsentBook | None = None
@@ -175,6 +156,11 @@ class CampaignRuntime:
             deliverer.gate = self._still_consented
         if deliverer.extra is None:
             deliverer.extra = self._template_extra
+
+    @property
+    def contexts(self) -> Mapping[str, CustomerContext]:
+        """Every known customer's context: the due index's."""
+        return self.index.contexts
 
     # -- the observer protocol -----------------------------------------------------------------------------
     def begin(self, saved: dict | None, states: dict[str, CustomerState], profiles: dict[str, CustomerProfile],
@@ -196,7 +182,7 @@ class CampaignRuntime:
             self._check_models(saved.get("models", {}))
         self._versions = self._serving_versions()
         self._done = self._state()
-        self.campaign_set.reload(self.now or datetime.now(UTC))  # the clock is unknown yet: the audit's time
+        self._reload(self.now or datetime.now(UTC))  # the clock is unknown yet: the audit's time
         self._consent_changes = sorted(self.consent.changes(), key=lambda c: c.at)
         self._consent_times = [c.at for c in self._consent_changes]
         if self.started:
@@ -230,9 +216,9 @@ class CampaignRuntime:
         self.touched.setdefault(cid, set()).update(bought_categories(event))
         if cid not in self.contexts:
             self.index.update(cid, CustomerContext(cid, state, self.profiles.get(cid)))
-        event_campaigns = {n: c for n, c in self.campaign_set.campaigns.items() if isinstance(c.trigger, EventTrigger)}
-        if event_campaigns:
-            self.pending += purchase_candidates(event_campaigns, event, state, self._first_basket.pop(cid, False))
+        if self._event_campaigns:
+            self.pending += purchase_candidates(self._event_campaigns, event, state,
+                                                self._first_basket.pop(cid, False))
 
     def saved(self) -> dict:
         """The cursors and clock as of the last completed jobs and the serving model versions, with what the
@@ -312,7 +298,6 @@ class CampaignRuntime:
         """Index every customer from the scores table (after a refit, or on resume)."""
         with self._stage("rescore"):
             self.index = DueIndex.build(self.scores.frame(), self.states, self.profiles)
-            self.contexts = _Contexts(self.index)
         self._books()
 
     def _books(self) -> None:
@@ -345,7 +330,7 @@ class CampaignRuntime:
 
     def _sweep(self, at: datetime) -> None:
         with self._stage("reload"):
-            result = self.campaign_set.reload(at)
+            result = self._reload(at)
             self.report.reload_errors.update(self.campaign_set.errors)
             if result.changes:  # a changed cap or tag counts the sends again
                 self._books()
@@ -393,6 +378,13 @@ class CampaignRuntime:
     def running(self) -> dict[str, Campaign]:
         """The campaigns delivery and the ledger know: the running set and the consent notice."""
         return {**self.campaign_set.campaigns, self.notice.name: self.notice}
+
+    def _reload(self, at: datetime) -> ReloadResult:
+        """Re-read the campaign files; the purchase-triggered ones are picked out here, not at every purchase."""
+        result = self.campaign_set.reload(at)
+        self._event_campaigns = {n: c for n, c in self.campaign_set.campaigns.items()
+                                 if isinstance(c.trigger, EventTrigger)}
+        return result
 
     def _take_pending(self) -> list[Candidate]:
         pending, self.pending = self.pending, []
