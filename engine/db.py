@@ -168,6 +168,7 @@ def insert_ignoring_duplicates(engine: Engine, table: Table):
     return insert(table).on_conflict_do_nothing()
 
 
+
 # --- files tables ---
 # The running campaign set (engine.campaigns.running): the last good version of each campaign, so a restart
 # while a file is bad keeps running what ran before. One row per campaign name; `file` says which folder's set.
@@ -267,3 +268,40 @@ wallet_offer = Table(
     Index("wallet_offer_customer", "customer_id"),
 )
 # --- end delivery tables ---
+
+# Offers after they are issued (engine.offers.book): one row per code, its status moved by purchases and time.
+offer = Table(
+    "offer", metadata,
+    Column("code", String, primary_key=True),
+    Column("kind", String, nullable=False),  # coupon, reward, tier_coupon, stamp_mission, subscription
+    Column("campaign", String, nullable=False),
+    Column("customer_id", String, nullable=False),
+    Column("key", String, nullable=False),  # the ledger key of the message that issued it (or led to it)
+    Column("parent", String),  # the mission a reward completes, the subscription a tier coupon belongs to
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("valid_until", UtcDateTime, nullable=False),
+    Column("face_value", Float, nullable=False),
+    Column("currency", String, nullable=False),
+    Column("zone", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("closed_at", UtcDateTime),
+    Column("cost", Float, nullable=False),  # a redeemed coupon's discount
+    Column("terms", Text, nullable=False),  # the coupon, mission or subscription as issued (JSON)
+    Column("progress", Text, nullable=False),  # categories, stamps, round, tier, month... (JSON)
+    Index("offer_customer", "customer_id"),
+    Index("offer_campaign", "campaign", "status"),
+)
+
+# What happened to an offer, once per (code, ref): a redemption, a stamp, a month's tier, points, an expiry.
+offer_step = Table(
+    "offer_step", metadata,
+    Column("code", String, primary_key=True),
+    Column("ref", String, primary_key=True),  # the purchase's event id, "month:2017-12", "expired", ...
+    Column("kind", String, nullable=False),  # redeemed, stamp, completed, reward, expired, taken_up, month, ...
+    Column("campaign", String, nullable=False),
+    Column("customer_id", String, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("amount", Float, nullable=False),  # discount, points, fee, spend — by kind
+    Column("detail", Text, nullable=False),
+    Index("offer_step_campaign", "campaign", "kind"),
+)

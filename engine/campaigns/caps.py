@@ -114,20 +114,30 @@ class CapBook:
 
 
 class BudgetBook:
-    """Face value issued per campaign against its budget."""
+    """Face value issued per campaign against its budget.
 
-    def __init__(self, spent: dict[str, float] | None = None) -> None:
+    `extra` is what the offers did since (the offer book's adjustment, live): a coupon redeemed holds its discount
+    instead of its face value, an expired one nothing; rewards, monthly coupons and points add theirs.
+    """
+
+    def __init__(self, spent: dict[str, float] | None = None, extra: Mapping[str, float] | None = None) -> None:
         self.spent: dict[str, float] = dict(spent or {})
+        self.extra: Mapping[str, float] = extra if extra is not None else {}
 
-    def check(self, campaign: Campaign) -> str | None:
-        """None when one more offer fits the campaign's budget, else why not."""
+    def used(self, name: str) -> float:
+        """What the campaign's offers hold against its budget now."""
+        return self.spent.get(name, 0.0) + self.extra.get(name, 0.0)
+
+    def check(self, campaign: Campaign, face_value: float | None = None) -> str | None:
+        """None when one more offer (of `face_value`, default the campaign's) fits its budget, else why not."""
         if campaign.budget is None:
             return None
-        spent = self.spent.get(campaign.name, 0.0)
+        spent = self.used(campaign.name)
+        face = campaign.face_value if face_value is None else face_value
         # A tolerance for the float sum of many face values (cents add up to tiny binary errors).
-        if spent + campaign.face_value > campaign.budget.max_face_value + 1e-9:
+        if spent + face > campaign.budget.max_face_value + 1e-9:
             return (f"budget {campaign.budget.max_face_value:g} of campaign {campaign.name!r} would be exceeded "
-                    f"({spent:g} spent, offer {campaign.face_value:g})")
+                    f"({spent:g} spent, offer {face:g})")
         return None
 
     def add(self, campaign: Campaign | str, face_value: float) -> None:
@@ -138,9 +148,11 @@ class BudgetBook:
         self.spent[name] = self.spent.get(name, 0.0) + face_value
 
     @classmethod
-    def from_entries(cls, entries: Iterable[LedgerRow], campaigns: Mapping[str, Campaign]) -> BudgetBook:
-        """The spending the ledger's queued and sent entries imply (their face value, else the campaign's)."""
-        book = cls()
+    def from_entries(cls, entries: Iterable[LedgerRow], campaigns: Mapping[str, Campaign],
+                     extra: Mapping[str, float] | None = None) -> BudgetBook:
+        """The spending the ledger's queued and sent entries imply (their face value, else the campaign's), with
+        `extra` (see the class)."""
+        book = cls(extra=extra)
         for row in entries:
             if _verdict(row) not in SPENDS_BUDGET:
                 continue

@@ -272,18 +272,22 @@ def check_campaign(path: Path, templates: Path) -> Campaign:
 
 
 def check_template_of(path: Path, templates: Path, campaign: Campaign) -> None:
-    """Raise CampaignError at the line of `template` when the campaign's template is missing or does not render."""
-    where = template_path(templates, campaign)
-    if not where.is_file():
-        line = f"{path}:{_template_line(path)}: template: {where} does not exist (got {_show(campaign.template)})"
-        raise CampaignError(line, [line])
+    """Raise CampaignError at the line of `template` when the campaign's template (or its coupon reminder's) is
+    missing or does not render."""
     from engine.delivery.render import RenderError, check_template
 
-    try:
-        check_template(Path(templates), campaign)
-    except RenderError as exc:
-        line = f"{path}:{_template_line(path)}: template: {exc}"
-        raise CampaignError(line, [line]) from None
+    reminder = campaign.reminder_template
+    for name, shown in [(campaign.template, campaign), *([(reminder, campaign.model_copy(
+            update={"template": reminder}))] if reminder else [])]:
+        where = template_path(templates, shown)
+        if not where.is_file():
+            line = f"{path}:{_template_line(path)}: template: {where} does not exist (got {_show(name)})"
+            raise CampaignError(line, [line])
+        try:
+            check_template(Path(templates), campaign, shown=shown)
+        except RenderError as exc:
+            line = f"{path}:{_template_line(path)}: template: {exc}"
+            raise CampaignError(line, [line]) from None
 
 
 @dataclass

@@ -135,6 +135,7 @@ class Scope(_Strict):
 
     products: list[str] = []
     categories: list[str] = []
+    trigger_category: bool = False  # also the category the trigger named (a repurchase-due coupon's department)
 
 
 class Coupon(_Strict):
@@ -148,6 +149,10 @@ class Coupon(_Strict):
     scope: Scope = Scope()
     validity_days: int = Field(default=14, ge=1, le=366)
     code_prefix: str = Field(default="NDG", pattern=r"^[A-Z0-9]{1,8}$")
+    # A reminder this many days before the last valid day while still unused: a follow-up message with its own key,
+    # under the campaign's caps and consent, rendered from `reminder_template` (default: <template>_reminder).
+    reminder_days: int | None = Field(default=None, ge=1, le=30)
+    reminder_template: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_/-]*$")
 
     @model_validator(mode="after")
     def _one_discount(self) -> Coupon:
@@ -173,6 +178,9 @@ class StampMission(_Strict):
     days: int = Field(ge=1, le=366)
     min_basket: float = Field(default=0, ge=0)  # a purchase earns a stamp from this spend in those categories
     reward: Coupon
+    # After which endings a new round starts at once (same categories, a fresh deadline), up to `max_rounds`.
+    recur: list[Literal["completed", "expired"]] = []
+    max_rounds: int = Field(default=12, ge=1, le=120)
 
     @property
     def face_value(self) -> float:
@@ -195,6 +203,9 @@ class Subscription(_Strict):
 
     type: Literal["subscription"]
     tiers: list[Tier] = Field(min_length=1)
+    fee: float = Field(default=0, ge=0)  # a month's fee when last month's spend reached no tier
+    free_months: int = Field(default=1, ge=0, le=12)  # months without a fee from the take-up
+    churn_idle_months: int = Field(default=1, ge=1, le=12)  # this many months without a purchase: churned
 
     @field_validator("tiers")
     @classmethod
@@ -289,3 +300,11 @@ class Campaign(_Strict):
     def face_value(self) -> float:
         """What one message's offer can cost (0 without an offer)."""
         return 0.0 if self.offer is None else self.offer.face_value
+
+    @property
+    def reminder_template(self) -> str | None:
+        """The template of its coupon's (or mission reward's) expiry reminder, when one is asked for."""
+        coupon = self.offer.reward if isinstance(self.offer, StampMission) else self.offer
+        if not isinstance(coupon, Coupon) or coupon.reminder_days is None:
+            return None
+        return coupon.reminder_template or f"{self.template}_reminder"

@@ -28,7 +28,8 @@ from engine.delivery.ledger import Entry, Ledger, Mark
 from engine.delivery.message import Message
 from engine.delivery.render import Renderer
 from engine.errors import DeliveryError, NudgeError
-from engine.offers.issue import issue_offer
+from engine.offers.book import OfferBook, reminder_campaign, reminder_code
+from engine.offers.issue import IssuedOffer, issue_offer
 
 log = structlog.get_logger("nudge.delivery")
 
@@ -81,7 +82,8 @@ class Deliverer:
     def __init__(self, ledger: Ledger, renderer: Renderer, channels: Mapping[str, Channel], dead_letters: Engine,
                  retry: RetryPolicy | None = None, gate: Gate | None = None,
                  sleep: Callable[[float], None] = time.sleep, batch: int = 200,
-                 extra: Callable[[Entry, Campaign, datetime], Mapping[str, Any]] | None = None) -> None:
+                 extra: Callable[[Entry, Campaign, datetime], Mapping[str, Any]] | None = None,
+                 offers: OfferBook | None = None) -> None:
         self.ledger = ledger
         self.renderer = renderer
         self.channels = channels
@@ -92,6 +94,7 @@ class Deliverer:
         self.batch = max(1, batch)  # marks committed together, after the channels have flushed
         self._marks: list[Mark] = []
         self.extra = extra  # template variables beyond the customer's (the consent notice's `consent`)
+        self.offers = offers  # holds what each sent message issued; a reminder shows the coupon held
 
     def deliver(self, now: datetime, contexts: Callable[[str], CustomerContext], campaigns: Mapping[str, Campaign],
                 paused: Collection[str] = (), limit: int | None = None) -> DeliveryReport:
@@ -119,6 +122,8 @@ class Deliverer:
             flush = getattr(channel, "flush", None)
             if flush is not None:
                 flush()
+        if self.offers is not None:  # the offers a batch issued are held before the batch is marked sent
+            self.offers.flush()
         self.ledger.mark_many(self._marks)
         self._marks = []
 
@@ -142,7 +147,11 @@ class Deliverer:
                 return self._mark(entry, Verdict.NO_CONSENT, now, reason)
         try:
             ctx = contexts(entry.customer_id)
-            offer = issue_offer(campaign, ctx, entry.key, now)
+            reminded = reminder_code(entry.occurrence)
+            if reminded is None:
+                offer = issue_offer(campaign, ctx, entry.key, now, entry.category)
+            else:
+                campaign, offer = self._reminder(campaign, reminded)
             extra = None if self.extra is None else self.extra(entry, campaign, now)
             message = self.renderer.render(campaign, ctx, offer, entry.candidate, now, extra)
         except (NudgeError, KeyError) as exc:  # RenderError, a bad zone, a customer without context
@@ -171,11 +180,22 @@ class Deliverer:
             report.retries += max(0, attempts - 1)
             return self._fail(entry, message, now, f"{exc} (after {attempts} attempt(s))", attempts, report)
         report.retries += attempts - 1
+        if reminded is not None:  # the coupon was issued (and counted) with the first message
+            return self._mark(entry, Verdict.SENT, now, "", offer_code=offer.code if offer else None,
+                              provider_id=provider_id, attempts=attempts)
+        if offer is not None and self.offers is not None:
+            self.offers.issue(campaign, entry.customer_id, entry.key, offer, ctx.zone, now)
         face = offer.face_value if offer is not None else None
         if face:
             report.face_value[campaign.name] = report.face_value.get(campaign.name, 0.0) + face
         return self._mark(entry, Verdict.SENT, now, "", offer_code=offer.code if offer else None,
                           face_value=face, provider_id=provider_id, attempts=attempts)
+
+    def _reminder(self, campaign: Campaign, code: str) -> tuple[Campaign, IssuedOffer]:
+        held = self.offers.offers.get(code) if self.offers is not None else None
+        if held is None:
+            raise NudgeError(f"reminder for coupon {code}: the offer book holds no such coupon")
+        return reminder_campaign(campaign, held), held.issued_offer()
 
     def _mark(self, entry: Entry, verdict: Verdict, now: datetime, detail: str, **fields) -> str:
         self._marks.append(Mark(entry.key, verdict, now, detail, **fields))

@@ -210,15 +210,17 @@ def sample_context(campaign: Campaign, now: datetime = SAMPLE_NOW) -> CustomerCo
     return CustomerContext("sample", state, profile, scores, {c: dict(per_category) for c in categories})
 
 
-def check_template(root: Path, campaign: Campaign, opt_out: str = DEFAULT_OPT_OUT) -> None:
-    """Render the campaign's template for a sample customer: RenderError on syntax, undefined names or the law."""
+def check_template(root: Path, campaign: Campaign, opt_out: str = DEFAULT_OPT_OUT,
+                   shown: Campaign | None = None) -> None:
+    """Render the campaign's template (or `shown`'s, with the campaign's offer: a coupon reminder) for a sample
+    customer: RenderError on syntax, undefined names or the law."""
     ctx = sample_context(campaign)
     trigger = campaign.trigger
     scoped = getattr(trigger, "category", None) is not None or getattr(trigger, "top_k", None) is not None
     category = next(iter(ctx.categories)) if scoped else None  # as the trigger's candidates carry it
     candidate = Candidate(campaign.name, ctx.customer_id, f"{category}@2017-06-08", SAMPLE_NOW, "sample", category)
-    offer = issue_offer(campaign, ctx, candidate.key, SAMPLE_NOW)
-    Renderer(root, opt_out).render(campaign, ctx, offer, candidate, SAMPLE_NOW)
+    offer = issue_offer(campaign, ctx, candidate.key, SAMPLE_NOW, category)
+    Renderer(root, opt_out).render(shown or campaign, ctx, offer, candidate, SAMPLE_NOW)
 
 
 def check_templates(root: Path, campaigns: Mapping[str, Campaign]) -> dict[str, str]:

@@ -88,7 +88,7 @@ def end_of_day(now: datetime, zone: str, days: int = 0) -> datetime:
     return day_start(day_number(now, zone) + days + 1, zone) - timedelta(seconds=1)
 
 
-def discount_text(coupon: Coupon, currency: str, language: str) -> str:
+def discount_text(coupon: Coupon, currency: str, language: str, category: str | None = None) -> str:
     """What the coupon takes off, in the campaign's language."""
     ko = language == "ko"
     if coupon.amount_off is not None:
@@ -101,19 +101,27 @@ def discount_text(coupon: Coupon, currency: str, language: str) -> str:
     if coupon.min_spend:
         spend = money(coupon.min_spend, currency, language)
         text += f", {spend} 이상 구매 시" if ko else f" on {spend} or more"
-    scope = [*coupon.scope.categories, *coupon.scope.products]
+    scope = [*scope_categories(coupon, category), *coupon.scope.products]
     if scope:
         text += f" ({', '.join(scope)})" if ko else f" in {', '.join(scope)}"
     return text
 
 
-def _coupon(coupon: Coupon, campaign: Campaign, zone: str, key: str, index: int, now: datetime) -> IssuedCoupon:
+def scope_categories(coupon: Coupon, category: str | None) -> tuple[str, ...]:
+    """The categories a coupon applies to: its scope's, and the trigger's category when the scope asks for it."""
+    named = (category,) if coupon.scope.trigger_category and category and category not in coupon.scope.categories \
+        else ()
+    return (*coupon.scope.categories, *named)
+
+
+def _coupon(coupon: Coupon, campaign: Campaign, zone: str, key: str, index: int, now: datetime,
+            category: str | None = None) -> IssuedCoupon:
     return IssuedCoupon(
         code=offer_code(coupon.code_prefix, key, index),
-        discount=discount_text(coupon, campaign.currency, campaign.language),
+        discount=discount_text(coupon, campaign.currency, campaign.language, category),
         face_value=coupon.face_value,
         valid_until=end_of_day(now, zone, coupon.validity_days),
-        categories=tuple(coupon.scope.categories),
+        categories=scope_categories(coupon, category),
         products=tuple(coupon.scope.products),
     )
 
@@ -140,17 +148,19 @@ def monthly_spend(ctx: CustomerContext, now: datetime) -> float:
     return state.monetary / max(1.0, days / DAYS_PER_MONTH)
 
 
-def issue_offer(campaign: Campaign, ctx: CustomerContext, key: str, now: datetime) -> IssuedOffer | None:
-    """The campaign's offer for this customer and message key (None for a campaign without an offer)."""
+def issue_offer(campaign: Campaign, ctx: CustomerContext, key: str, now: datetime,
+                category: str | None = None) -> IssuedOffer | None:
+    """The campaign's offer for this customer and message key (None for a campaign without an offer); `category`
+    is the one the trigger named, for a coupon scoped to it."""
     offer = campaign.offer
     zone = ctx.zone
     zone_info(zone)  # an unknown zone is a ConfigError here, not a wrong expiry later
     if offer is None:
         return None
     if isinstance(offer, Coupon):
-        coupon = _coupon(offer, campaign, zone, key, 0, now)
+        coupon = _coupon(offer, campaign, zone, key, 0, now, category)
         return IssuedOffer("coupon", coupon.code, coupon.face_value, campaign.currency, coupon.valid_until,
-                           discount=coupon.discount, coupons=(coupon,))
+                           discount=coupon.discount, coupons=(coupon,), categories=coupon.categories)
     if isinstance(offer, StampMission):
         reward = _coupon(offer.reward, campaign, zone, key, 0, end_of_day(now, zone, offer.days))
         return IssuedOffer("stamp_mission", offer_code("MSN", key), offer.face_value, campaign.currency,

@@ -27,11 +27,11 @@ from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Ve
 from engine.campaigns.caps import BudgetBook, CapBook
 from engine.campaigns.consent import ConsentBook, ConsentStore
 from engine.campaigns.running import CampaignSet, ReloadResult
-from engine.campaigns.schema import Campaign, EventTrigger, Schedule
+from engine.campaigns.schema import Campaign, EventTrigger, Schedule, Subscription
 from engine.campaigns.triggers import DueIndex, bought_categories, contexts, purchase_candidates
 from engine.clock import Clock, zone_info
 from engine.config import Settings
-from engine.db import delivery_ledger, score, score_version, wallet_offer
+from engine.db import delivery_ledger, offer, offer_step, score, score_version, wallet_offer
 from engine.delivery.channels import Channel, FileOutbox, channels_from_settings
 from engine.delivery.deliver import Deliverer, RetryPolicy
 from engine.delivery.ledger import Ledger
@@ -43,6 +43,7 @@ from engine.models.data import from_stores
 from engine.models.refit import refit_all
 from engine.models.registry import Registry
 from engine.models.serving import rescore
+from engine.offers.book import OfferBook, reminder_campaign, reminder_occurrence
 from engine.pipeline import Outcome, future_dated
 from engine.runtime.scheduler import EventTimeScheduler, engine_jobs
 from engine.state import CustomerState
@@ -57,7 +58,7 @@ RUNNER_SCHEMA = 1
 # dashboard and cost most of a refit, so a backtest's monthly refit leaves them out unless asked.
 CAMPAIGN_MODELS: tuple[str, ...] = ("clv", "segments", "next_purchase", "next_purchase_category", "preference")
 REPLAY_GRACE = timedelta(days=366)
-STAGES: tuple[str, ...] = ("reload", "refit", "rescore", "sweep", "arbitrate", "ledger", "deliver")
+STAGES: tuple[str, ...] = ("reload", "refit", "rescore", "sweep", "arbitrate", "ledger", "deliver", "offers")
 
 
 @dataclass
@@ -149,8 +150,12 @@ class CampaignRuntime:
         self._consent_times: list[datetime] = []
         self._consent_book: ConsentBook | None = None
         self._consent_known = -1
+        if deliverer.offers is None:
+            deliverer.offers = OfferBook(self.engine)
+        self.offers: OfferBook = deliverer.offers
         self.caps = CapBook()
-        self.budgets = BudgetBook()
+        self.budgets = BudgetBook(extra=self.offers.adjustment)
+        self.offers.budget_ok = self._budget_room
         self.notice = reconfirm_campaign(settings)
         if deliverer.gate is None:
             deliverer.gate = self._still_consented
@@ -216,6 +221,7 @@ class CampaignRuntime:
         self.touched.setdefault(cid, set()).update(bought_categories(event))
         if cid not in self.contexts:
             self.index.update(cid, CustomerContext(cid, state, self.profiles.get(cid)))
+        self.offers.purchase(event)
         if self._event_campaigns:
             self.pending += purchase_candidates(self._event_campaigns, event, state,
                                                 self._first_basket.pop(cid, False))
@@ -223,7 +229,10 @@ class CampaignRuntime:
     def saved(self) -> dict:
         """The cursors and clock as of the last completed jobs and the serving model versions, with what the
         events applied so far left for the next jobs (pending candidates, changed customers): the replay resumes
-        after those events, so nothing else would make them again."""
+        after those events, so nothing else would make them again. The offer book is written first: what the
+        saved events did to the offers is kept once by its step references, so events replayed after a crash
+        change nothing twice."""
+        self.offers.flush()
         return {**self._done, **self._events_state()}
 
     # -- the jobs ------------------------------------------------------------------------------------------
@@ -308,7 +317,12 @@ class CampaignRuntime:
         entries = [e for e in self.ledger.entries() if now is None or e.decided_at <= now]
         campaigns = self.campaign_set.campaigns
         self.caps = CapBook.from_entries(entries, campaigns, self._zone_of)
-        self.budgets = BudgetBook.from_entries(entries, campaigns)
+        self.budgets = BudgetBook.from_entries(entries, campaigns, self.offers.adjustment)
+
+    def _budget_room(self, name: str, face: float) -> bool:
+        """Whether the campaign's budget has room for an offer its earlier ones issue (a reward, monthly coupons)."""
+        campaign = self.campaign_set.campaigns.get(name)
+        return campaign is None or self.budgets.check(campaign, face) is None
 
     def _zone_of(self, customer_id: str) -> str:
         if customer_id in self.contexts:
@@ -339,8 +353,26 @@ class CampaignRuntime:
             found = self.index.sweep(self.campaign_set.campaigns, at, since=self.last_sweep)
         self.last_sweep = at
         self._judge(self._take_pending() + found, at)
+        self._offers_at(at)
         self._reconfirm(at)
         self._deliver(at)
+
+    def _offers_at(self, at: datetime) -> None:
+        """Time moves the offers (expiry, deadlines, subscription months); unused coupons near expiry get their
+        reminder, judged like any message under the campaign's caps and consent (no audience, holdout or budget:
+        only holders are reminded, and a reminder issues nothing)."""
+        with self._stage("offers"):
+            self.offers.tick(at)
+            running = self.campaign_set.campaigns
+            due = [h for h in self.offers.reminders_due(at) if h.campaign in running]
+        if not due:
+            return
+        reminders = {h.campaign: reminder_campaign(running[h.campaign], h) for h in due}
+        candidates = [Candidate(h.campaign, h.customer_id, reminder_occurrence(h.code), at,
+                                f"coupon {h.code} unused, valid until {h.valid_until.date().isoformat()}",
+                                next(iter(h.terms.get("scope", {}).get("categories", [])), None))
+                      for h in due]
+        self._judge(candidates, at, reminders, audience=False)
 
     def _reconfirm(self, at: datetime) -> None:
         """Queue the two-yearly consent notice (Article 50) to every customer it has fallen due for; sending it is
@@ -391,7 +423,7 @@ class CampaignRuntime:
         return pending
 
     def _judge(self, candidates: list[Candidate], at: datetime,
-               campaigns: Mapping[str, Campaign] | None = None) -> list[Decision]:
+               campaigns: Mapping[str, Campaign] | None = None, audience: bool = True) -> list[Decision]:
         if not candidates:
             return []
         campaigns = self.campaign_set.campaigns if campaigns is None else campaigns
@@ -405,7 +437,10 @@ class CampaignRuntime:
                 campaign = campaigns.get(cand.campaign)
                 if decided.get(cand.key, at) < at or campaign is None or cand.customer_id not in self.contexts:
                     continue
-                if matches(campaign.audience, self.contexts[cand.customer_id], at) is None:
+                if isinstance(campaign.offer, Subscription) and self.offers.subscribed(campaign.name,
+                                                                                      cand.customer_id):
+                    continue  # offered or subscribed already: no second offer while one is open
+                if not audience or matches(campaign.audience, self.contexts[cand.customer_id], at) is None:
                     fresh.append(cand)
             decisions = arbitrate(fresh, campaigns, self.contexts, self._consent_at(at), self.caps, self.budgets,
                                   at, self.campaign_set.paused(), self.control_percent)
@@ -525,7 +560,7 @@ def backtest_channels(settings: Settings, engine: Engine) -> dict[str, Channel]:
 def reset_campaigns(settings: Settings, engine: Engine) -> None:
     """Forget what a previous run decided and scored (a fresh backtest): the ledger, wallet, scores, outboxes."""
     with engine.begin() as conn:
-        for table in (delivery_ledger, wallet_offer, score, score_version):
+        for table in (delivery_ledger, wallet_offer, score, score_version, offer, offer_step):
             conn.execute(delete(table))
     for path in [settings.outbox_file, *(settings.home / "outbox").glob("*.jsonl")]:
         path.unlink(missing_ok=True)
@@ -582,6 +617,6 @@ def preview_message(settings: Settings, runtime: Any, name: str, customer_id: st
         ("consent", consent or f"allowed on {campaign.channel}"),
         ("key", candidate.key),
     ]
-    offer = issue_offer(campaign, ctx, candidate.key, now)
+    offer = issue_offer(campaign, ctx, candidate.key, now, candidate.category)
     message = Renderer.from_settings(settings).render(campaign, ctx, offer, candidate, now)
     return Preview(message, checks)
