@@ -2,7 +2,7 @@
 subscriptions taken up, re-tiered each month and churned, points earned. Pure, like `apply`: the offer book
 (`engine.offers.book`) stores what these functions return, on either runtime.
 
-A coupon is redeemed by a purchase after it was issued and by the end of its last valid day, whose bought lines in
+A coupon is redeemed by a purchase after it was issued (strictly: never by the purchase that issued it) and by the end of its last valid day, whose bought lines in
 the coupon's scope reach its minimum spend; the discount it gives is its cost. A stamp mission earns at most one
 stamp per purchase day (customer-local) and category, so a basket split in two cannot earn two. Each effect is a
 `Step` under a reference (the purchase's event id, the stamp's day and category, the month) that the book keeps
@@ -49,7 +49,7 @@ def in_scope(issued: IssuedCoupon, line: tuple) -> bool:
 def redemption(coupon: Coupon, issued: IssuedCoupon, issued_at: datetime, purchase: Purchase) -> Redemption | None:
     """The redemption `purchase` makes of the coupon, or None (too early, expired, out of scope, under the minimum)."""
     when = purchase.event_time
-    if when < issued_at or when > issued.valid_until:
+    if when <= issued_at or when > issued.valid_until:  # not the purchase that issued it (a completed mission's)
         return None
     spend = round(sum(line[3] for line in purchase.lines if is_bought_line(line) and in_scope(issued, line)), 2)
     if spend <= 0 or spend < coupon.min_spend:
@@ -222,7 +222,7 @@ def _redeem(held: Held, purchase: Purchase) -> Change:
 
 def _stamp(held: Held, purchase: Purchase, known: Collection[str]) -> Change:
     when = purchase.event_time
-    if held.status != OPEN or when < held.issued_at or when > held.valid_until:
+    if held.status != OPEN or when <= held.issued_at or when > held.valid_until:
         return Change(held)
     mission = StampMission.model_validate(held.terms)
     earned = {(int(d), c) for d, c in held.progress.get("stamps", [])}
@@ -263,7 +263,7 @@ def _bought(purchase: Purchase) -> float:
 def _subscribe(held: Held, purchase: Purchase, known: Collection[str]) -> Change:
     ref = f"spend:{purchase.event_id}"
     when = purchase.event_time
-    if ref in known or held.status not in (OFFERED, ACTIVE) or when < held.issued_at:
+    if ref in known or held.status not in (OFFERED, ACTIVE) or when <= held.issued_at:
         return Change(held)
     sub = Subscription.model_validate(held.terms)
     spend = _bought(purchase)
