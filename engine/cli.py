@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import select
 
 from engine import logs, queries
 from engine.config import Settings
@@ -268,58 +269,83 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
     except NudgeError as exc:
         _fail(exc)
     rows = campaign_table(campaigns.ledger, campaigns.running(), campaigns.report.outranked)
-    results, timed = _attribution(runtime, campaigns)
+    run = {"source": src.key, "from": begin.isoformat() if begin else None, "until": stop.isoformat() if stop else None,
+           "backtest": True, "campaigns": str(directory or settings.campaigns_dir)}
+    _remember_run(runtime, run)
+    from engine.report import terminal, write_html
+
+    report = _report(runtime, run, campaigns.running())
+    html_path = write_html(report, runtime.settings.home / "report.html")
     if as_json:
         typer.echo(json.dumps({"replay": _summary_dict(result), "campaigns": rows,
-                               "jobs": campaigns.report.to_dict(),
-                               "uplift": [_result_dict(r) for r in results],
-                               "timing": None if timed is None else {**vars(timed), "lift": timed.lift}}))
+                               "jobs": campaigns.report.to_dict(), "report": report, "html": str(html_path)}))
         return
     _print_replay(result)
     _print_campaign_table(rows, campaigns.report, result.seconds)
-    _print_uplift(results)
-    if timed is not None:
-        lift = f"{timed.lift:.2f}x" if timed.lift is not None else "n/a"
-        console.print(f"timing of the repurchase-due messages ({timed.sent:,} sent): {timed.before_purchase:.1%} "
-                      f"went within {timed.days} days before a real purchase in their category, against "
-                      f"{timed.random_day:.1%} at a random time in the same month (lift {lift}); "
-                      f"{timed.bought_at_all:.1%} of them bought in that category afterwards at all")
+    terminal(report, console)
+    console.print(f"report: {html_path} (self-contained HTML: open it in any browser, offline)")
 
 
-def _attribution(runtime: EmbeddedRuntime, campaigns) -> tuple[list, object]:
-    from engine.campaigns.schema import RepurchaseDue
-    from engine.measure.attribution import campaign_results, timing
+REPORT_RUN = "report:run"
+
+
+def _remember_run(runtime: EmbeddedRuntime, run: dict) -> None:
+    """What the last campaign run covered, for `nudge report` to title and label it."""
+    from engine.db import store_meta, upsert
+
+    with runtime.engine.begin() as conn:
+        conn.execute(upsert(runtime.engine, store_meta, "key"), [{"key": REPORT_RUN, "value": json.dumps(run)}])
+
+
+def _report(runtime: EmbeddedRuntime, run: dict | None, running: dict | None = None) -> dict:
+    from engine.campaigns.running import CampaignSet
+    from engine.delivery.ledger import Ledger
     from engine.models.data import line_frame
+    from engine.offers.book import OfferBook
+    from engine.report.build import build_report
+    from engine.runtime.campaigns import reconfirm_campaign
 
-    entries = campaigns.ledger.entries()
-    lines = line_frame(runtime.lines.read())
-    due = [n for n, c in campaigns.running().items() if isinstance(c.trigger, RepurchaseDue)]
-    return campaign_results(entries, lines), timing(entries, lines, due)
+    settings = runtime.settings
+    run = run or {}
+    if running is None:  # the set the run left in the database (the folder's files may have moved on since)
+        folder = Path(run.get("campaigns") or settings.campaigns_dir)
+        stored = CampaignSet(folder, settings.templates_dir, runtime.engine).campaigns
+        running = {**stored, "consent_reconfirm": reconfirm_campaign(settings)}
+    period = (_iso_time(run.get("from")), _iso_time(run.get("until")))
+    what = "backtest" if run.get("backtest", True) else "live run"
+    span = " to ".join(d.date().isoformat() for d in period if d is not None)
+    title = f"nudge {what} — {run.get('source', 'events')}" + (f", {span}" if span else "")
+    return build_report(Ledger(runtime.engine).entries(), OfferBook(runtime.engine),
+                        line_frame(runtime.lines.read()), running, title=title, period=period,
+                        backtest=run.get("backtest", True))
 
 
-def _result_dict(r) -> dict:
-    u = r.uplift
-    return {"campaign": r.campaign, "window_days": r.window_days, "treated": u.treated,
-            "treated_converted": u.treated_converted, "held_out": u.held_out,
-            "held_out_converted": u.held_out_converted, "difference": u.difference, "low": u.low, "high": u.high,
-            "not_measurable": u.not_measurable, "incremental_revenue": r.incremental_revenue}
+def _iso_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
-def _print_uplift(results: list) -> None:
-    table = Table(title="uplift, treated vs held out, 14-day window — in a backtest an A/A check: nobody received "
-                        "these messages, so each interval should hold 0 (about one in twenty will not, by chance)")
-    for col in ("campaign", "treated conv.", "held out conv.", "uplift [95 % interval]", "A/A"):
-        table.add_column(col, justify="left" if col == "campaign" else "right")
-    for r in results:
-        u = r.uplift
-        treated = f"{u.treated_converted:,}/{u.treated:,}"
-        held = f"{u.held_out_converted:,}/{u.held_out:,}"
-        if not u.measurable:
-            table.add_row(r.campaign, treated, held, f"not measurable: {u.not_measurable}", "-")
-            continue
-        table.add_row(r.campaign, treated, held, f"{u.difference:+.3f} [{u.low:+.3f}, {u.high:+.3f}]",
-                      "holds 0" if u.contains_zero else "[yellow]misses 0[/yellow]")
-    console.print(table)
+@app.command()
+def report(
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here (default: "
+                                                   "<home>/report.html).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report's figures as one JSON object.")] = False,
+) -> None:
+    """The last campaign run's report: sent and held out, conversions and uplift (an A/A check in a backtest),
+    redemptions, missions, subscribers by tier, points, liability, timing, net revenue — in the terminal and as a
+    self-contained HTML page with charts."""
+    from engine.db import store_meta
+    from engine.report import terminal, write_html
+
+    runtime = EmbeddedRuntime(Settings())
+    with runtime.engine.connect() as conn:
+        row = conn.execute(select(store_meta.c.value).where(store_meta.c.key == REPORT_RUN)).first()
+    report_ = _report(runtime, json.loads(row.value) if row else None)
+    path = write_html(report_, html_out or runtime.settings.home / "report.html")
+    if as_json:
+        typer.echo(json.dumps({"report": report_, "html": str(path)}))
+        return
+    terminal(report_, console)
+    console.print(f"report: {path}")
 
 
 @app.command()

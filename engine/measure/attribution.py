@@ -1,9 +1,10 @@
 """Attribution: did the customers a campaign chose buy within its conversion window — treated against held out.
 
-A treated customer is a SENT ledger entry, timed at its send; a held-out one is a HELD_OUT entry, timed when it
-would have gone (both passed the same filters). A conversion is a bought line after that time and within the
-window — in the entry's category when the trigger named one (a repurchase coupon for MEAT converts on MEAT).
-The uplift is `engine.measure.uplift`'s; revenue is the bought spend in the window, per customer of each group.
+A treated customer is a SENT ledger entry (a coupon's reminder aside), timed at its send; a held-out one is a
+HELD_OUT entry, timed when it would have gone (both passed the same filters). A conversion is a bought line after
+that time and within the window — in the entry's category when the trigger named one (a repurchase coupon for MEAT
+converts on MEAT). The uplift is `engine.measure.uplift`'s; revenue is the bought spend in the window, per customer
+of each group.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ class CampaignResult:
     campaign: str
     window_days: float
     uplift: Uplift
-    revenue_treated: float  # bought spend in the window per treated entry
-    revenue_held_out: float | None  # per held-out entry (None without any)
+    revenue_treated: float  # bought spend in the windows per treated customer
+    revenue_held_out: float | None  # per held-out customer (None without any)
 
     @property
     def incremental_revenue(self) -> float | None:
-        """(treated − held-out revenue per entry) × treated entries, when the uplift is measurable."""
+        """(treated − held-out revenue per customer) × treated customers, when the uplift is measurable."""
         if not self.uplift.measurable or self.revenue_held_out is None:
             return None
         return (self.revenue_treated - self.revenue_held_out) * self.uplift.treated
@@ -72,6 +73,8 @@ def ledger_frame(entries: Iterable) -> pd.DataFrame:
     """Treated and held-out ledger entries as rows: key, campaign, customer_id, group, at, category."""
     rows = []
     for e in entries:
+        if e.occurrence.startswith("reminder@"):
+            continue  # a coupon's reminder goes to treated customers only: it is part of their treatment
         if e.verdict is Verdict.SENT and e.sent_at is not None:
             rows.append((e.key, e.campaign, e.customer_id, "treated", e.sent_at, e.category))
         elif e.verdict is Verdict.HELD_OUT:
@@ -83,12 +86,19 @@ def ledger_frame(entries: Iterable) -> pd.DataFrame:
 
 def campaign_results(entries: Iterable, lines: pd.DataFrame, window: timedelta = DEFAULT_WINDOW,
                      min_group: int = DEFAULT_MIN_GROUP) -> list[CampaignResult]:
-    """Per campaign with treated or held-out entries: conversion, uplift with its interval, revenue."""
+    """Per campaign with treated or held-out entries: conversion, uplift with its interval, revenue.
+
+    The unit is the customer, as the holdout draws them: a customer converted when any of their entries did, and
+    their revenue is the sum over their entries' windows. Counting entries instead would take a customer's many
+    messages for independent draws, and the interval would be too narrow.
+    """
     frame = ledger_frame(entries)
     if frame.empty:
         return []
     frame = frame.assign(category=frame["category"].where(frame["category"].notna(), None))
-    scored = frame.join(conversions(frame, lines, window)[["converted", "revenue"]])
+    scored = (frame.join(conversions(frame, lines, window)[["converted", "revenue"]])
+              .groupby(["campaign", "customer_id", "group"], as_index=False)
+              .agg(converted=("converted", "any"), revenue=("revenue", "sum")))
     results = []
     for name, part in scored.groupby("campaign", sort=True):
         treated, held = part[part["group"] == "treated"], part[part["group"] == "held_out"]

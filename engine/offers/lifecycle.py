@@ -2,11 +2,11 @@
 subscriptions taken up, re-tiered each month and churned, points earned. Pure, like `apply`: the offer book
 (`engine.offers.book`) stores what these functions return, on either runtime.
 
-A coupon is redeemed by a purchase after it was issued (strictly: never by the purchase that issued it) and by the end of its last valid day, whose bought lines in
-the coupon's scope reach its minimum spend; the discount it gives is its cost. A stamp mission earns at most one
-stamp per purchase day (customer-local) and category, so a basket split in two cannot earn two. Each effect is a
-`Step` under a reference (the purchase's event id, the stamp's day and category, the month) that the book keeps
-once: the same purchase applied twice changes nothing the second time.
+A coupon is redeemed by a purchase after it was issued (never by the purchase that issued it) and by the end of its
+last valid day, whose bought lines in the coupon's scope reach its minimum spend; the discount it gives is its cost.
+A stamp mission earns at most one stamp per purchase day (customer-local) and category, so a basket split in two
+cannot earn two. Each effect is a `Step` under a reference (the purchase's event id, the stamp's day and category,
+the month) that the book keeps once: the same purchase applied twice changes nothing the second time.
 """
 
 from __future__ import annotations

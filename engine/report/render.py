@@ -140,14 +140,17 @@ def _subtitle(report: Mapping[str, Any]) -> str:
 
 def _uplift(report: Mapping[str, Any]) -> Section:
     backtest = bool(report.get("backtest"))
-    columns = ("campaign", "sent", "held out", "treated conv.", "held-out conv.", "uplift [95 % interval]",
+    columns = ("campaign", "sent", "held out", "treated conv. (customers)", "held-out conv. (customers)",
+               "uplift [95 % interval]",
                *((AA_CHECK,) if backtest else ()))
     rows = []
     for c in report.get("campaigns") or []:
         u = c.get("uplift") or {}
         rows.append((str(c.get("campaign", "")), _count(c.get("sent")), _count(c.get("held_out")),
-                     _conversions_cell(c.get("treated_converted"), c.get("sent"), c.get("rate_treated")),
-                     _conversions_cell(c.get("held_out_converted"), c.get("held_out"), c.get("rate_held_out")),
+                     _conversions_cell(c.get("treated_converted"), c.get("treated_customers", c.get("sent")),
+                                       c.get("rate_treated")),
+                     _conversions_cell(c.get("held_out_converted"), c.get("held_out_customers", c.get("held_out")),
+                                       c.get("rate_held_out")),
                      _uplift_text(u), *((_aa_cell(u),) if backtest else ())))
     heading = "uplift with its 95 % interval, treated against held out"
     if report.get("window_days") is not None:

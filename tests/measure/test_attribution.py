@@ -33,6 +33,7 @@ class _Entry:
     not_before: datetime | None = None
     sent_at: datetime | None = None
     category: str | None = None
+    occurrence: str = "o"
 
 
 def test_a_conversion_is_a_bought_line_after_the_send_inside_the_window_and_the_category() -> None:
@@ -76,3 +77,16 @@ def test_timing_compares_sends_just_before_a_real_purchase_with_a_random_day_of_
     assert got is not None and got.sent == 40 and got.before_purchase == 1.0 and got.bought_at_all == 1.0
     assert got.random_day < 0.5 and got.lift > 2
     assert timing(entries, lines, ["another"]) is None
+
+
+def test_the_unit_is_the_customer_so_many_messages_to_one_customer_count_once() -> None:
+    sent = [_Entry(f"s{i}-{k}", "promo", f"t{i}", Verdict.SENT, T + timedelta(days=k), sent_at=T + timedelta(days=k),
+                   occurrence=f"o{k}") for i in range(10) for k in range(5)]
+    held = [_Entry(f"h{i}", "promo", f"h{i}", Verdict.HELD_OUT, T, not_before=T) for i in range(10)]
+    reminder = [_Entry("r0", "promo", "t0", Verdict.SENT, T, sent_at=T, occurrence="reminder@CODE")]
+    lines = _lines(*[(f"t{i}", T + timedelta(days=2), "DAIRY", 1, 10.0) for i in range(4)],
+                   *[(f"h{i}", T + timedelta(days=2), "DAIRY", 1, 10.0) for i in range(4)])
+    [result] = campaign_results(sent + held + reminder, lines)
+    u = result.uplift
+    assert (u.treated, u.treated_converted, u.held_out, u.held_out_converted) == (10, 4, 10, 4)
+    assert result.revenue_treated == 2 * 10.0 * 4 / 10  # t0..t3's purchase lies in the windows sent on days 0, 1
