@@ -475,18 +475,23 @@ def customer(
     customer_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print what the models say as one JSON object.")] = False,
 ) -> None:
-    """One customer's state (LRFMV, per-category intervals) and their scores, as the last refit wrote them."""
+    """One customer's state (LRFMV, per-category intervals), their scores as the last refit wrote them, and the
+    offers they hold: coupons, stamp cards, subscription, points."""
     from engine.db import connect
+    from engine.offers.book import OfferBook
     from engine.queries import customer_view
     from engine.store.scores import ScoreStore
 
     runtime = EmbeddedRuntime(Settings())
     state = runtime.checkpoints.load_states().get(customer_id)
     view = customer_view(ScoreStore(connect(runtime.settings.database_url)), customer_id)
-    if state is None and not view.versions:
+    book = OfferBook(runtime.engine)
+    held = book.of_customer(customer_id)
+    if state is None and not view.versions and not held:
         _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
+    offers = [_offer_dict(h) for h in held]
     if as_json:
-        typer.echo(view.model_dump_json())
+        typer.echo(json.dumps({**view.model_dump(mode="json"), "offers": offers}))
         return
     now = runtime.checkpoints.watermark()
     if state is not None:
@@ -500,6 +505,42 @@ def customer(
                           "-" if c.gap_var is None else f"{c.gap_var:.1f}")
         console.print(table)
     _print_view(view)
+    _print_offers(offers, book.steps(customer_id=customer_id))
+
+
+def _offer_dict(held) -> dict:
+    """An offer as `nudge customer` shows it."""
+    progress = held.progress
+    if held.kind == "stamp_mission":
+        state = f"{len(progress.get('stamps', []))}/{held.terms.get('stamps')} stamps in " \
+                f"{', '.join(progress.get('categories', [])) or '-'} (round {progress.get('round', 1)})"
+    elif held.kind == "subscription":
+        state = f"tier {progress.get('tier') or '-'}" if held.status in ("active", "churned") else \
+            f"offered at tier {progress.get('offered_tier') or '-'}, {progress.get('offer_spend', 0):g} spent since"
+    else:
+        state = progress.get("discount", "")
+    return {"code": held.code, "kind": held.kind, "campaign": held.campaign, "status": held.status,
+            "issued_at": held.issued_at.isoformat(), "valid_until": held.valid_until.isoformat(),
+            "face_value": held.face_value, "cost": held.cost, "currency": held.currency, "parent": held.parent,
+            "progress": state}
+
+
+def _print_offers(offers: list[dict], steps: list) -> None:
+    if not offers:
+        console.print("offers: none held")
+        return
+    table = Table(title="offers held")
+    for col in ("code", "kind", "campaign", "status", "issued", "valid until", "face", "cost", "progress"):
+        table.add_column(col, overflow="fold")
+    for o in offers:
+        until = o["valid_until"][:10] if o["kind"] != "subscription" or o["status"] == "offered" else "-"
+        table.add_row(o["code"], o["kind"], o["campaign"], o["status"], o["issued_at"][:16], until,
+                      f"{o['face_value']:g}", f"{o['cost']:g}", o["progress"])
+    console.print(table)
+    points = sum(s.amount for s in steps if s.kind == "points")
+    fees = sum(s.amount for s in steps if s.kind == "fee")
+    console.print(f"points earned {points:,.2f}; subscription fees charged {fees:,.2f}; "
+                  f"{len(steps)} offer events (redemptions, stamps, months, expiries)")
 
 
 def _print_view(view: CustomerView) -> None:

@@ -147,14 +147,72 @@ def test_backtest_sends_each_key_once_within_holdout_control_consent_and_night(b
                     assert len(inside) <= cap.sends, (name, cid, dates)
 
 
+def _offers(db: Path) -> tuple[dict, set]:
+    """The offer book as stored: each code's status, cost and progress, and every step."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        offers = {code: (status, round(cost, 2), progress) for code, status, cost, progress in
+                  conn.execute("SELECT code, status, cost, progress FROM offer")}
+        steps = set(conn.execute("SELECT code, ref, kind, round(amount, 2) FROM offer_step"))
+    finally:
+        conn.close()
+    return offers, steps
+
+
+def test_sent_offers_live_on_redeemed_only_in_scope_within_validity_and_above_the_minimum(backtest) -> None:
+    from engine.models.data import bought_mask, line_frame
+    from engine.offers.book import OfferBook
+    from engine.report.build import build_report
+
+    _, _, runtime, campaigns = backtest
+    book = OfferBook(runtime.engine)
+    sent = [e for e in campaigns.ledger.entries(verdict=Verdict.SENT)
+            if e.offer_code and not e.occurrence.startswith("reminder@")]
+    assert sent and all(e.offer_code in book.offers for e in sent)  # every offer a message carried is held
+    lines = line_frame(runtime.lines.read())
+    bought = lines[bought_mask(lines)]
+    redeemed = [h for h in book.offers.values() if h.status == "redeemed"]
+    assert len(redeemed) >= 5, Counter((h.kind, h.status) for h in book.offers.values())
+    steps = {(s.code, s.kind): s for s in book.steps()}
+    for held in redeemed:
+        coupon = held.coupon()
+        step = steps[(held.code, "redeemed")]
+        assert held.issued_at < step.at <= held.valid_until, held.code
+        basket = bought[(bought["customer_id"].astype(str) == held.customer_id) & (bought["event_time"] == step.at)]
+        scope = set(coupon.scope.categories)
+        in_scope = basket[basket["category"].astype(str).isin(scope)] if scope else basket
+        assert round(float(in_scope["amount"].sum()), 2) >= coupon.min_spend, held.code
+        assert 0 < held.cost <= held.face_value + 1e-9, held.code
+    for held in book.offers.values():  # one stamp per day and category, never more than the card asks
+        days = [tuple(s) for s in held.progress.get("stamps", [])]
+        assert len(days) == len(set(days)) and len(days) <= held.terms.get("stamps", 50)
+    report = build_report(campaigns.ledger.entries(), book, lines, campaigns.running(), title="t",
+                          period=(START, None), backtest=True)
+    liability = {r["campaign"]: r["total"] for r in report["liability"]}
+    open_face = Counter()
+    for held in book.offers.values():
+        if held.status == "open" and held.kind in ("coupon", "reward", "tier_coupon"):
+            open_face[held.campaign] += held.face_value
+    points = Counter()
+    for s in book.steps():
+        if s.kind == "points":
+            points[s.campaign] += s.amount
+    for name in set(open_face) | set(points):
+        assert abs(liability[name] - open_face[name] - points[name]) < 0.01, name
+    by_name = {r["campaign"]: r for r in report["campaigns"]}
+    assert sum(r["redemptions"] for r in by_name.values()) == len(redeemed)
+
+
 def test_replaying_again_over_the_same_ledger_sends_nothing_more(backtest, source) -> None:
     home, settings, _, _ = backtest
     before = _outbox_keys(home)
+    offers = _offers(home / "nudge.db")
     runtime = EmbeddedRuntime(settings)
     campaigns = open_campaigns(settings, runtime.engine, start=START)
     runtime.replay(source, fresh=True, observer=campaigns)  # state from nothing, the ledger kept
     assert _outbox_keys(home) == before
     assert max(before.values()) == 1
+    assert _offers(home / "nudge.db") == offers  # every purchase again: no offer redeemed, stamped or charged twice
 
 
 def test_pause_then_resume_sends_nothing_twice_and_nothing_paused(source, tmp_path) -> None:
@@ -235,6 +293,8 @@ def test_a_killed_backtest_resumes_to_the_same_deliveries_with_no_key_twice(back
     assert resumed == _sent(clean_runtime.engine)
     outbox = _outbox_keys(home)
     assert max(outbox.values()) == 1
+    clean_db = Path(clean_runtime.settings.home) / "nudge.db"
+    assert _offers(home / "nudge.db") == _offers(clean_db)  # the offers' lives too, through the kill
 
 
 def test_a_bad_campaign_file_is_rejected_with_its_line_while_the_last_good_version_keeps_sending(source,
