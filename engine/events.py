@@ -118,7 +118,19 @@ class CustomerProfile(BaseModel):
     attributes: dict[str, str] = {}
 
 
-Event = Purchase | CustomerProfile
+class OfferResponse(BaseModel):
+    """A customer's answer to an offer they hold, e.g. a subscription accepted in the app: `code` is the offer's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1)
+    event_time: AwareDatetime
+    code: str = Field(min_length=1)
+    response: Literal["accept"] = "accept"
+
+
+Event = Purchase | CustomerProfile | OfferResponse
 
 
 def cents(amount: float) -> int:
@@ -202,6 +214,14 @@ def decode_purchase(record: dict, where: str) -> Purchase:
     """Validate a dict as a `Purchase`, raising `DecodeError` that names the place and the fields."""
     try:
         return Purchase.model_validate(record)
+    except ValidationError as exc:
+        raise DecodeError(validation_reason(exc, where)) from None
+
+
+def decode_response(record: dict, where: str) -> OfferResponse:
+    """Validate a dict as an `OfferResponse`, raising `DecodeError` that names the place and the fields."""
+    try:
+        return OfferResponse.model_validate(record)
     except ValidationError as exc:
         raise DecodeError(validation_reason(exc, where)) from None
 

@@ -16,7 +16,7 @@ from typing import Any
 from engine.clock import Clock, WatermarkClock
 from engine.deadletters import DeadLetter
 from engine.errors import ConflictingDuplicate, DecodeError, FutureDated
-from engine.events import CustomerProfile, Event, Purchase
+from engine.events import CustomerProfile, Event, OfferResponse, Purchase
 from engine.sources import Decoder
 from engine.state import CustomerState, StatePolicy, apply
 
@@ -30,6 +30,7 @@ class Outcome(Enum):
     LATE = "late"  # older than the clock: applied all the same (state does not depend on order)
     DUPLICATE = "duplicate"  # identical to one already applied: a counted no-op
     PROFILE = "profile"  # a customer's attributes, kept as the latest profile
+    RESPONSE = "response"  # a customer's answer to an offer: for the offer book, no state changes
 
 
 def future_dated(when: datetime, now: datetime | None, tolerance: timedelta) -> bool:
@@ -78,6 +79,7 @@ class Counters:
     late: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    responses: int = 0
 
     def plus(self, other: Counters) -> Counters:
         """The sum of two counters."""
@@ -90,6 +92,8 @@ class Counters:
             self.dead_letters += 1
         elif outcome is Outcome.PROFILE:
             self.profiles += 1
+        elif outcome is Outcome.RESPONSE:
+            self.responses += 1
         elif outcome is Outcome.DUPLICATE:
             self.duplicates += 1
         else:
@@ -118,6 +122,8 @@ class Ingest:
         if isinstance(event, CustomerProfile):
             self.profiles[event.customer_id] = event
             return Outcome.PROFILE
+        if isinstance(event, OfferResponse):
+            return Outcome.RESPONSE
         cid = event.customer_id
         state, outcome = process(self.states.get(cid), event, self.clock.now(), self.tolerance, self.policy)
         if outcome is not Outcome.DUPLICATE:

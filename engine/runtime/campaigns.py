@@ -38,7 +38,7 @@ from engine.delivery.ledger import Ledger
 from engine.delivery.message import Message
 from engine.delivery.render import Renderer
 from engine.errors import NudgeError
-from engine.events import CustomerProfile, Event, Purchase
+from engine.events import CustomerProfile, Event, OfferResponse, Purchase
 from engine.models.data import from_stores
 from engine.models.refit import refit_all
 from engine.models.registry import Registry
@@ -225,6 +225,15 @@ class CampaignRuntime:
         if self._event_campaigns:
             self.pending += purchase_candidates(self._event_campaigns, event, state,
                                                 self._first_basket.pop(cid, False))
+
+    def responded(self, event: OfferResponse) -> None:
+        """A customer's answer to an offer: an accept takes a subscription offer up (kept once by its event id)."""
+        held = self.offers.offers.get(event.code)
+        if held is None or held.customer_id != event.customer_id:
+            log.warning("campaigns.unknown_offer", event_id=event.event_id, code=event.code,
+                        customer_id=event.customer_id)
+            return
+        self.offers.accept(event.code, event.event_time, ref=f"accept:{event.event_id}")
 
     def saved(self) -> dict:
         """The cursors and clock as of the last completed jobs and the serving model versions, with what the

@@ -19,7 +19,7 @@ from engine.clock import WatermarkClock
 from engine.config import Settings
 from engine.db import connect
 from engine.deadletters import DeadLetter
-from engine.events import CustomerProfile, Event, Purchase
+from engine.events import CustomerProfile, Event, OfferResponse, Purchase
 from engine.pipeline import ACCEPTED, Counters, Ingest, Outcome, Step
 from engine.sources import ReplayableSource
 from engine.state import CustomerState
@@ -63,6 +63,9 @@ class ReplayObserver(Protocol):
 
     def applied(self, event: Purchase, outcome: Outcome, state: CustomerState) -> None:
         """`event` changed `state` (APPLIED or LATE)."""
+
+    def responded(self, event: OfferResponse) -> None:
+        """A customer answered an offer (`Outcome.RESPONSE`)."""
 
     def saved(self) -> dict:
         """What to keep with the checkpoint being written (JSON)."""
@@ -159,6 +162,8 @@ class EmbeddedRuntime:
                                 observer.applied(event, outcome, states[event.customer_id])
                         elif outcome is Outcome.PROFILE:
                             dirty_profiles.add(event.customer_id)
+                        elif outcome is Outcome.RESPONSE and observer is not None:
+                            observer.responded(event)
                     position = record.position + 1
                     since_checkpoint += 1
                     if since_checkpoint >= every:

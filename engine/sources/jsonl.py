@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from engine.errors import DecodeError, SourceError
-from engine.events import Event, Line, decode_profile, decode_purchase
+from engine.events import Event, Line, decode_profile, decode_purchase, decode_response
 from engine.sources import Record
 
 
@@ -71,8 +71,10 @@ class JsonLinesDecoder:
         kind = obj.pop("type", "purchase")
         if kind == "profile":
             return decode_profile(obj, where)
+        if kind == "offer_response":
+            return decode_response(obj, where)
         if kind != "purchase":
-            raise DecodeError(f"{where}: type: unknown event type {kind!r} (purchase or profile)")
+            raise DecodeError(f"{where}: type: unknown event type {kind!r} (purchase, profile or offer_response)")
         lines = obj.get("lines")
         if isinstance(lines, list):  # lines may be objects with Line's field names, or 4-item arrays
             obj["lines"] = [_line_tuple(line) if isinstance(line, dict) else line for line in lines]
