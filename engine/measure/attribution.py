@@ -30,7 +30,7 @@ class CampaignResult:
     campaign: str
     window_days: float
     uplift: Uplift
-    revenue_treated: float  # bought spend in the windows per treated customer
+    revenue_treated: float  # bought spend from the first entry to the end, per treated customer
     revenue_held_out: float | None  # per held-out customer (None without any)
 
     @property
@@ -88,17 +88,21 @@ def campaign_results(entries: Iterable, lines: pd.DataFrame, window: timedelta =
                      min_group: int = DEFAULT_MIN_GROUP) -> list[CampaignResult]:
     """Per campaign with treated or held-out entries: conversion, uplift with its interval, revenue.
 
-    The unit is the customer, as the holdout draws them: a customer converted when any of their entries did, and
-    their revenue is the sum over their entries' windows. Counting entries instead would take a customer's many
-    messages for independent draws, and the interval would be too narrow.
+    The unit is the customer, as the holdout draws them, from their first entry (intent to treat): whether they
+    converted in the window after it, and everything they bought from it to the end of the lines (revenue: what
+    the whole campaign may have changed, to set against the whole campaign's offer cost). Counting every entry
+    would take a customer's many messages for independent draws (too narrow an interval); pooling a customer's
+    entries would let the treatment change how many windows a group gets (a subscriber is offered no more; a
+    held-out customer is, monthly).
     """
     frame = ledger_frame(entries)
     if frame.empty:
         return []
+    frame = frame.sort_values(["at", "key"]).drop_duplicates(["campaign", "customer_id", "group"])
     frame = frame.assign(category=frame["category"].where(frame["category"].notna(), None))
-    scored = (frame.join(conversions(frame, lines, window)[["converted", "revenue"]])
-              .groupby(["campaign", "customer_id", "group"], as_index=False)
-              .agg(converted=("converted", "any"), revenue=("revenue", "sum")))
+    to_end = max(timedelta(0), lines["event_time"].max() - frame["at"].min()) if not lines.empty else window
+    spent = conversions(frame.assign(category=None), lines, to_end)["revenue"]
+    scored = frame.join(conversions(frame, lines, window)[["converted"]]).assign(revenue=spent)
     results = []
     for name, part in scored.groupby("campaign", sort=True):
         treated, held = part[part["group"] == "treated"], part[part["group"] == "held_out"]

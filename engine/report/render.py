@@ -29,6 +29,11 @@ from engine.offers.issue import money
 AA_CHECK = "A/A check"
 AA_NOTE = ("backtest: nobody received these messages, so each 95 % interval should contain 0; "
            "about one in twenty will not, by chance")
+REVENUE_NOTE = ("incremental revenue: treated against held-out spend per customer from their first entry to the end "
+                "of the run, times the treated customers; net of what the offers cost (discounts redeemed, points, "
+                "less fees)")
+REVENUE_AA_NOTE = ("backtest: these differences are A/A noise too — nobody received the messages, so only the "
+                   "offer cost (what the coupons would have cost) is a measurement")
 HOLDS, MISSES = "holds 0", "misses 0"
 NO_DATA = "no data"
 NONE = "-"
@@ -163,14 +168,16 @@ def _uplift(report: Mapping[str, Any]) -> Section:
 
 
 def _revenue(report: Mapping[str, Any]) -> Section:
-    columns = ("campaign", "offer", "redeemed", "offer cost", "incr. revenue", "net incr. revenue",
+    columns = ("campaign", "offer", "reminders", "redeemed", "offer cost", "incr. revenue", "net incr. revenue",
                "cost / incr. conv.", "not sent")
-    rows = tuple((str(c.get("campaign", "")), c.get("offer") or NONE, _count(c.get("redemptions")),
+    rows = tuple((str(c.get("campaign", "")), c.get("offer") or NONE, _count(c.get("reminders", 0)),
+                  _count(c.get("redemptions")),
                   *(_money(c.get(k), report) for k in ("offer_cost", "incremental_revenue",
                                                        "net_incremental_revenue", "cost_per_incremental_conversion")),
                   " · ".join(f"{label} {_count(c[key])}" for key, label in _SKIPPED if c.get(key)) or NONE)
                  for c in report.get("campaigns") or [])
-    return Section("revenue", "offers, cost and incremental revenue", columns, rows,
+    notes = (REVENUE_NOTE, REVENUE_AA_NOTE) if report.get("backtest") else (REVENUE_NOTE,)
+    return Section("revenue", "offers, cost and incremental revenue", columns, rows, notes,
                    text_columns=("campaign", "offer", "not sent"))
 
 

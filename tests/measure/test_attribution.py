@@ -79,7 +79,7 @@ def test_timing_compares_sends_just_before_a_real_purchase_with_a_random_day_of_
     assert timing(entries, lines, ["another"]) is None
 
 
-def test_the_unit_is_the_customer_so_many_messages_to_one_customer_count_once() -> None:
+def test_the_unit_is_the_customer_at_their_first_entry_so_many_messages_count_once() -> None:
     sent = [_Entry(f"s{i}-{k}", "promo", f"t{i}", Verdict.SENT, T + timedelta(days=k), sent_at=T + timedelta(days=k),
                    occurrence=f"o{k}") for i in range(10) for k in range(5)]
     held = [_Entry(f"h{i}", "promo", f"h{i}", Verdict.HELD_OUT, T, not_before=T) for i in range(10)]
@@ -89,4 +89,4 @@ def test_the_unit_is_the_customer_so_many_messages_to_one_customer_count_once() 
     [result] = campaign_results(sent + held + reminder, lines)
     u = result.uplift
     assert (u.treated, u.treated_converted, u.held_out, u.held_out_converted) == (10, 4, 10, 4)
-    assert result.revenue_treated == 2 * 10.0 * 4 / 10  # t0..t3's purchase lies in the windows sent on days 0, 1
+    assert result.revenue_treated == 10.0 * 4 / 10  # from the first entry on, once
