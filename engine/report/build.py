@@ -52,7 +52,7 @@ def build_report(entries: Iterable, book: OfferBook, lines: pd.DataFrame, campai
         "campaigns": rows,
         "conversions_over_time": _over_time(entries, lines, window),
         "missions": _missions(book),
-        "subscriptions": _subscriptions(book, steps),
+        "subscriptions": _subscriptions(book, steps, campaigns),
         "points": {"earned": round(sum(s.amount for s in earned), 2),
                    "customers": len({s.customer_id for s in earned})},
         "liability": [{"campaign": name, **{k: round(v, 2) for k, v in figures.items()},
@@ -165,7 +165,7 @@ def _missions(book: OfferBook) -> list[dict[str, Any]]:
                                                      "expired", "stamps")}} for name, c in sorted(by.items())]
 
 
-def _subscriptions(book: OfferBook, steps: list) -> list[dict[str, Any]]:
+def _subscriptions(book: OfferBook, steps: list, campaigns: Mapping[str, Campaign]) -> list[dict[str, Any]]:
     by: dict[str, dict[str, Any]] = {}
     for held in book.offers.values():
         if held.kind != "subscription":
@@ -181,5 +181,10 @@ def _subscriptions(book: OfferBook, steps: list) -> list[dict[str, Any]]:
     for s in steps:
         if s.campaign in by and s.kind in ("fee", "points"):
             by[s.campaign]["fees" if s.kind == "fee" else "points"] += s.amount
-    return [{**row, "by_tier": dict(row["by_tier"]), "fees": round(row["fees"], 2), "points": round(row["points"], 2)}
-            for _, row in sorted(by.items())]
+    def ordered(name: str, counts: Counter) -> dict[str, int]:  # "no tier", then the campaign's tiers, rising
+        offer = getattr(campaigns.get(name), "offer", None)
+        rank = {t.name: i for i, t in enumerate(getattr(offer, "tiers", []))}
+        return dict(sorted(counts.items(), key=lambda kv: (kv[0] != "no tier", rank.get(kv[0], len(rank)), kv[0])))
+
+    return [{**row, "by_tier": ordered(name, row["by_tier"]), "fees": round(row["fees"], 2),
+             "points": round(row["points"], 2)} for name, row in sorted(by.items())]
