@@ -154,8 +154,8 @@ class BudgetBook:
         `extra` (see the class)."""
         book = cls(extra=extra)
         for row in entries:
-            if _verdict(row) not in SPENDS_BUDGET:
-                continue
+            if _verdict(row) not in SPENDS_BUDGET or getattr(row, "occurrence", "").startswith("reminder@"):
+                continue  # a coupon's reminder issues nothing: the coupon was counted with its first message
             value = row.face_value
             if value is None:
                 campaign = campaigns.get(row.campaign)

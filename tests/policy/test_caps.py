@@ -32,6 +32,7 @@ class Row:
     not_before: datetime | None = None
     sent_at: datetime | None = None
     face_value: float | None = None
+    occurrence: str = "o"
 
 
 def test_a_cap_counts_windows_before_and_after_the_send() -> None:
@@ -137,3 +138,8 @@ def test_budget_stops_the_offer_that_would_pass_it() -> None:
     rows = [Row("a", "1", "sent", BASE, face_value=4), Row("a", "2", Verdict.QUEUED, BASE),
             Row("a", "3", Verdict.HELD_OUT, BASE, face_value=5)]
     assert BudgetBook.from_entries(rows, {"a": c}).spent == {"a": 9}  # held out: no offer was issued
+    reminders = [Row("a", "1", "sent", BASE, occurrence="reminder@NDG-X"), Row("a", "2", Verdict.QUEUED, BASE,
+                                                                               occurrence="reminder@NDG-Y")]
+    assert BudgetBook.from_entries(rows + reminders, {"a": c}).spent == {"a": 9}  # a reminder issues nothing
+    used = BudgetBook.from_entries(rows, {"a": c}, extra={"a": -4.0})  # the offer book: one coupon expired
+    assert used.used("a") == 5 and used.check(c) is None
