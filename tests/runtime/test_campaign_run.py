@@ -354,3 +354,30 @@ def test_the_backtest_attributes_conversions_and_says_which_uplifts_are_not_meas
     for r in results.values():
         if r.uplift.measurable:
             assert -1 <= r.uplift.low <= r.uplift.difference <= r.uplift.high <= 1
+
+
+def test_nudge_report_prints_the_backtest_and_writes_a_self_contained_page(backtest, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    home, _, _, campaigns = backtest
+    env = {"NUDGE_HOME": str(home), "NUDGE_CAMPAIGNS_DIR": str(CAMPAIGNS),
+           "NUDGE_TEMPLATES_DIR": str(ROOT / "templates")}
+    page = tmp_path / "out" / "report.html"
+    result = CliRunner().invoke(app, ["report", "--json", "--html", str(page)], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["report"]
+    ledger = Counter((e.campaign, e.verdict) for e in campaigns.ledger.entries()
+                     if not (e.occurrence.startswith("reminder@") and e.verdict is Verdict.SENT))
+    by_name = {r["campaign"]: r for r in report["campaigns"]}
+    for name, row in by_name.items():  # the report counts what the ledger holds
+        assert row["sent"] == ledger[(name, Verdict.SENT)], name
+        assert row["held_out"] == ledger[(name, Verdict.HELD_OUT)], name
+    assert report["backtest"] is True
+    html = page.read_text()
+    assert "A/A" in html and "<script src=" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["report"], env=env)
+    assert shown.exit_code == 0, shown.output
+    for section in ("A/A", "liability", "cj_repurchase_coupon"):
+        assert section in shown.output, section
