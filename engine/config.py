@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     deliver_cron: str = "0 * * * *"  # purchase-triggered candidates and deferred messages whose time came
     jobs_zone: str = "UTC"
     job_grace_hours: float = Field(default=26.0, gt=0)
+    # the Kafka runtime (`nudge produce`, `nudge worker`, `nudge scheduler`):
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic: str = "purchases"  # its dead letters go to "<topic>.deadletter"
+    kafka_group: str = "nudge"  # the workers' consumer group
+    worker_name: str | None = None  # static group membership: a restarted worker of this name gets its partitions
     # policy:
     # The global control group: this percent of customers (a stable hash) gets no advertising at all.
     control_percent: float = Field(default=5.0, ge=0, le=50)

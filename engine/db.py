@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -87,7 +88,7 @@ dead_letter = Table(
 # the last committed checkpoint. Dropped parts stay listed, so a refold knows the lines no longer start at 0.
 line_part = Table(
     "line_part", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # a Kafka partition's parts: above 2**40
     Column("source", String, nullable=False),
     Column("purchases", Integer, nullable=False),
     Column("lines", Integer, nullable=False),

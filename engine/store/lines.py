@@ -18,7 +18,7 @@ validated event again (`purchases`) and states at any earlier time can be refold
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -44,6 +44,9 @@ SCHEMA = pa.schema([
     ("amount", pa.float64()), ("lines", pa.list_(LINE)),
 ])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Part numbers below this are the embedded runtime's; a Kafka worker numbers a partition's parts in a range of
+# its own above it (engine.runtime.stream.part_seq), so writers on one store never pick the same number.
+PART_SPACE = 1 << 40
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -197,13 +200,21 @@ class LineStore:
             times = list(conn.execute(select(line_part.c.last_time).where(line_part.c.dropped)).scalars())
         return max(times) if times else None
 
-    def discard_uncommitted(self) -> None:
-        """Delete part files no committed checkpoint lists, and unfinished writes: a writer's first step."""
+    def discard_uncommitted(self, owned: Callable[[int], bool] | None = None) -> None:
+        """Delete part files no committed checkpoint lists, and unfinished writes: a writer's first step.
+
+        Only the parts whose numbers `owned` accepts (default: the embedded runtime's), so one writer never
+        deletes what another is writing."""
         if not self.root.is_dir():
             return
+        owned = owned or (lambda seq: seq < PART_SPACE)
         keep = {self.path(seq).name for seq in self.committed()}
         for path in self.root.iterdir():
-            if path.name.startswith(".part-") or (path.name.startswith("part-") and path.name not in keep):
+            name = path.name
+            if not (name.startswith(".part-") or name.startswith("part-")):
+                continue
+            digits = name.removeprefix(".").removeprefix("part-").split(".")[0]
+            if digits.isdigit() and owned(int(digits)) and (name.startswith(".part-") or name not in keep):
                 path.unlink()
 
     def next_seq(self) -> int:

@@ -1,0 +1,201 @@
+"""The Kafka runtime: faust-streaming workers that carry the `purchases` topic through the same core as the
+embedded runtime.
+
+Wiring only, as in `embedded.py`: each message goes through the core's `Step` (decode, `process`, counters or a
+dead letter). What differs is persistence. A Table write per event, with its changelog, is what limits a faust
+agent to a few thousand events a second, so the states are not kept in faust Tables: each batch of a partition
+is saved as that partition's checkpoint — the states it changed, its dead letters, a line-store part of the
+purchases it accepted and the offset to resume from, in one transaction of the engine's database (the
+offset-with-state pattern). faust runs the consumer group, assigns partitions, and commits offsets only for
+events acked after their batch was saved (`take_events` acks a batch once the loop body returns), so a killed
+worker resumes at or before what it saved; the events it sees again change nothing — a state ignores an event
+id it holds, dead letters are unique by position, and a part is named by the offset of its first accepted
+purchase, which only one run can accept.
+
+A partition's checkpoint lives under the source key `kafka:<topic>:<partition>`, with that partition's
+watermark: the scheduler reads the minimum over partitions as the stream's clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy import Engine
+
+from engine.clock import WatermarkClock
+from engine.config import Settings
+from engine.deadletters import DeadLetter
+from engine.events import CustomerProfile
+from engine.pipeline import ACCEPTED, Ingest, Outcome, Step
+from engine.sources import Decoder
+from engine.state import CustomerState
+from engine.store.checkpoints import Checkpoint, CheckpointStore
+from engine.store.lines import PART_SPACE, LineStore, PendingLines
+
+log = structlog.get_logger("nudge.stream")
+
+
+def source_key(topic: str, partition: int) -> str:
+    """The checkpoint key of one partition of a topic."""
+    return f"kafka:{topic}:{partition}"
+
+
+def part_seq(partition: int, offset: int) -> int:
+    """The line-store part number of the purchases a partition accepted from `offset` on: above the embedded
+    runtime's numbers, one range per partition, so workers on one store never pick the same number."""
+    return (partition + 1) * PART_SPACE + offset
+
+
+def owns_part(partitions: Iterable[int]) -> callable:
+    """Whether a part number belongs to one of `partitions` (what a worker may discard when it takes them)."""
+    owned = {p + 1 for p in partitions}
+    return lambda seq: seq // PART_SPACE in owned
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the worker needs of a Kafka message."""
+
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass
+class PartitionLog:
+    """One partition's place: its checkpoint, its clock (the partition's watermark) and its `Step`."""
+
+    topic: str
+    partition: int
+    checkpoint: Checkpoint
+    step: Step
+    clock: WatermarkClock
+    dirty: set[str] = field(default_factory=set)
+    dirty_profiles: set[str] = field(default_factory=set)
+
+
+class StreamIngest:
+    """Batches of messages into customer states, lines and dead letters, saved per partition with its offset."""
+
+    def __init__(self, settings: Settings, engine: Engine, topic: str, decoder: Decoder) -> None:
+        self.settings, self.engine, self.topic, self.decoder = settings, engine, topic, decoder
+        self.checkpoints = CheckpointStore(engine)
+        self.lines = LineStore(settings.lines_dir, engine)
+        self.states: dict[str, CustomerState] = {}
+        self.profiles: dict[str, CustomerProfile] = {}
+        self.logs: dict[int, PartitionLog] = {}
+        self.revoked: set[int] = set()
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The group gave this worker `partitions` (its whole assignment): drop the others, take the new ones."""
+        partitions = set(partitions)
+        self.revoke(set(self.logs) - partitions)
+        self._take(partitions - set(self.logs))
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """`partitions` went to another worker: what arrives of them here is left to it."""
+        for p in partitions:
+            self.logs.pop(p, None)
+            self.revoked.add(p)
+
+    def _take(self, partitions: set[int]) -> None:
+        """Read the partitions' checkpoints and the states as saved (another worker may have moved them on since
+        this one last held them), and discard their parts no checkpoint committed."""
+        if not partitions:
+            return
+        self.revoked -= partitions
+        self.lines.discard_uncommitted(owns_part(partitions))
+        # Every state, not only these partitions' customers: the customer-to-partition map is the producer's.
+        # Fine at the populations this runs at today; a larger one would load a partition's customers lazily.
+        self.states.clear()
+        self.states.update(self.checkpoints.load_states())
+        self.profiles.clear()
+        self.profiles.update(self.checkpoints.load_profiles())
+        settings = self.settings
+        for p in sorted(partitions):
+            key = source_key(self.topic, p)
+            cp = self.checkpoints.load(key) or Checkpoint(key)
+            clock = WatermarkClock(cp.watermark)
+            ingest = Ingest(clock, settings.future_tolerance, settings.policy, self.states, self.profiles)
+            self.logs[p] = PartitionLog(self.topic, p, cp, Step(key, self.decoder, ingest, cp.counters), clock)
+        log.info("stream.assigned", topic=self.topic, partitions=sorted(partitions), customers=len(self.states))
+
+    def handle(self, messages: Sequence[Message]) -> list[DeadLetter]:
+        """Apply a batch and save each partition it touched; the dead letters found (already saved)."""
+        letters: dict[int, list[DeadLetter]] = {}
+        accepted: dict[int, tuple[int, PendingLines]] = {}
+        touched: dict[int, int] = {}
+        for m in messages:
+            if m.partition in self.revoked:  # not ours any more: its owner reads it from the committed offset
+                continue
+            if m.partition not in self.logs:  # a message before the assignment's signal: take it now
+                self._take({m.partition})
+            plog = self.logs[m.partition]
+            where = f"{self.topic}[{m.partition}] offset {m.offset}"
+            touched[m.partition] = max(touched.get(m.partition, -1), m.offset)
+            try:
+                text = m.value.decode("utf-8")
+            except (UnicodeDecodeError, AttributeError):
+                plog.step.counters.count(None)
+                reason = f"{where}: the value is not UTF-8 text" if m.value is not None else f"{where}: no value"
+                result = DeadLetter(plog.checkpoint.source, m.offset, where, reason, (m.value or b"").hex())
+            else:
+                result = plog.step(text, where, m.offset)
+            if isinstance(result, DeadLetter):
+                letters.setdefault(m.partition, []).append(result)
+                continue
+            event, outcome = result
+            if outcome in ACCEPTED:
+                plog.dirty.add(event.customer_id)
+                _, pending = accepted.setdefault(m.partition, (m.offset, PendingLines()))
+                pending.add(event)
+            elif outcome is Outcome.PROFILE:
+                plog.dirty_profiles.add(event.customer_id)
+        for p, last in touched.items():
+            self._save(self.logs[p], last + 1, letters.get(p, []), accepted.get(p))
+        return [d for found in letters.values() for d in found]
+
+    def _save(self, plog: PartitionLog, position: int, letters: list[DeadLetter],
+              accepted: tuple[int, PendingLines] | None) -> None:
+        part = None
+        if accepted is not None:
+            first, pending = accepted
+            part = self.lines.write(part_seq(plog.partition, first), plog.checkpoint.source, pending.take())
+        cp = plog.checkpoint
+        cp.position, cp.watermark = max(cp.position, position), plog.clock.now()
+        self.checkpoints.save(cp, (self.states[c] for c in plog.dirty), (self.profiles[c] for c in plog.dirty_profiles),
+                              letters, part)
+        plog.dirty.clear()
+        plog.dirty_profiles.clear()
+
+    def positions(self) -> dict[int, int]:
+        """Each held partition's next offset."""
+        return {p: plog.checkpoint.position for p, plog in self.logs.items()}
+
+
+def stream_watermark(engine: Engine, topic: str) -> datetime | None:
+    """The stream's clock: the minimum over the topic's partitions of each one's latest event time (None until
+    every partition that has a checkpoint has a watermark)."""
+    prefix = source_key(topic, 0)[:-1]
+    marks = [cp.watermark for cp in CheckpointStore(engine).load_all() if cp.source.startswith(prefix)]
+    if not marks or any(m is None for m in marks):
+        return None
+    return min(marks)
+
+
+def dead_letter_message(letter: DeadLetter) -> tuple[bytes, bytes]:
+    """A dead letter as the `<topic>.deadletter` message: keyed by where it was found, the reason and the raw
+    value (as text when it is UTF-8)."""
+    raw = letter.raw
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = raw.hex()
+    value = {"source": letter.source, "position": letter.position, "where": letter.where, "reason": letter.reason,
+             "raw": raw}
+    return f"{letter.source}@{letter.position}".encode(), json.dumps(value, default=str).encode()
