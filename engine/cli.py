@@ -376,6 +376,25 @@ def preview(
     console.print(shown.message.body, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def worker(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: NUDGE_KAFKA_BOOTSTRAP).")]
+    = None,
+    topic: Annotated[str | None, typer.Option(help="The purchases topic (default: NUDGE_KAFKA_TOPIC).")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default: NUDGE_KAFKA_GROUP).")] = None,
+    name: Annotated[str | None, typer.Option(help="This worker's stable name in the group (default: "
+                                             "NUDGE_WORKER_NAME, else the host's).")] = None,
+    log_level: Annotated[str, typer.Option(help="faust's log level.")] = "WARNING",
+) -> None:
+    """Consume the purchases topic into customer state, lines and dead letters (a faust-streaming worker; run
+    several, one group: partitions are shared out and move when one stops). Stops on SIGTERM or Ctrl-C."""
+    from engine.runtime.worker import WorkerOptions, run_worker
+
+    settings = Settings()
+    run_worker(settings, WorkerOptions(bootstrap or settings.kafka_bootstrap, topic or settings.kafka_topic,
+                                       group or settings.kafka_group, name or settings.worker_name), log_level)
+
+
 @app.command("import-campaigns")
 def import_campaigns(
     source: Annotated[SourceKind, typer.Argument(help="cj: The Complete Journey's own campaigns.")] = SourceKind.cj,
