@@ -6,11 +6,9 @@ decodes it with the same decoder; docs/wire-format.md describes the fields and t
 
 from __future__ import annotations
 
-import json
-
 from engine.errors import DecodeError
 from engine.events import CustomerProfile, Event, OfferResponse, Purchase
-from engine.sources.jsonl import JsonLinesDecoder
+from engine.sources.jsonl import JsonLinesDecoder, parse_object
 
 SCHEMA = 1
 KINDS: dict[type, str] = {Purchase: "purchase", CustomerProfile: "profile", OfferResponse: "offer_response"}
@@ -35,18 +33,13 @@ class WireDecoder:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         if text.startswith(_HEAD):  # what `encode` writes: drop the version in place and parse once
             return self.jsonl.decode("{" + text[len(_HEAD):], where)
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DecodeError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DecodeError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        obj = parse_object(text, where)
         if "schema" not in obj:
             raise DecodeError(f'{where}: schema: missing (a message of this topic carries "schema": {SCHEMA})')
         schema = obj.pop("schema")
         if type(schema) is not int or schema != SCHEMA:
             raise DecodeError(f"{where}: schema: {schema!r} is not a version this consumer reads (it reads {SCHEMA})")
-        return self.jsonl.decode(json.dumps(obj), where)
+        return self.jsonl.decode_object(obj, where)
 
 
 _decoder = WireDecoder()

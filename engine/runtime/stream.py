@@ -19,7 +19,7 @@ watermark: the scheduler reads the minimum over partitions as the stream's clock
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,7 +50,7 @@ def part_seq(partition: int, offset: int) -> int:
     return (partition + 1) * PART_SPACE + offset
 
 
-def owns_part(partitions: Iterable[int]) -> callable:
+def owns_part(partitions: Iterable[int]) -> Callable[[int], bool]:
     """Whether a part number belongs to one of `partitions` (what a worker may discard when it takes them)."""
     owned = {p + 1 for p in partitions}
     return lambda seq: seq // PART_SPACE in owned

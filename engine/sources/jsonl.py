@@ -62,12 +62,10 @@ class JsonLinesDecoder:
 
     def decode(self, raw: str | bytes, where: str) -> Event:
         """Parse the text as JSON, then validate it as a purchase or a profile."""
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DecodeError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DecodeError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        return self.decode_object(parse_object(raw, where), where)
+
+    def decode_object(self, obj: dict, where: str) -> Event:
+        """Validate a parsed JSON object as a purchase, a profile or an offer response (`obj` is consumed)."""
         kind = obj.pop("type", "purchase")
         if kind == "profile":
             return decode_profile(obj, where)
@@ -82,6 +80,17 @@ class JsonLinesDecoder:
         if isinstance(when, str):
             obj["event_time"] = _localize(when, self.zone, where)
         return decode_purchase(obj, where)
+
+
+def parse_object(raw: str | bytes, where: str) -> dict:
+    """The JSON object `raw` holds, or `DecodeError` saying what it is instead."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _localize(text: str, zone: ZoneInfo, where: str) -> datetime:
