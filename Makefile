@@ -20,6 +20,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python -m engine.live.postgres install
+	$(BIN)/python -m engine.live.broker fetch
 	$(BIN)/pytest
 
 lint: $(STAMP)

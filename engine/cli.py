@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from engine import logs, queries
 from engine.config import Settings
-from engine.errors import NudgeError
+from engine.errors import ConfigError, NudgeError
+from engine.live.produce import produce_command
 from engine.runtime.embedded import EmbeddedRuntime, ReplaySummary
 from engine.sources import Source
 
@@ -46,12 +47,18 @@ def main(log_level: Annotated[str, typer.Option(help="Log level on stderr.")] = 
 
 
 def open_source(kind: SourceKind, path: Path | None, settings: Settings, zone: str | None,
-                encoding: str = "auto") -> Source:
-    """The source a `--source` option names."""
+                encoding: str = "auto", households: int | None = None) -> Source:
+    """The source a `--source` option names (`households`: cj only, its first N households by id)."""
+    if households is not None and kind is not SourceKind.cj:
+        raise ConfigError(f"--households is for --source cj, not {kind.value}")
     if kind is SourceKind.cj:
-        from engine.sources.completejourney import CompleteJourneySource
+        from engine.sources.completejourney import CompleteJourneySource, load_tables
 
-        return CompleteJourneySource(zone=zone or settings.cj_timezone)
+        if households is None:
+            return CompleteJourneySource(zone=zone or settings.cj_timezone)
+        tables = load_tables()
+        ids = set(sorted(tables["transactions"]["household_id"].unique())[:households])
+        return CompleteJourneySource(zone=zone or settings.cj_timezone, households=ids, tables=tables)
     if path is None:
         raise NudgeError(f"--source {kind.value} needs a PATH")
     if kind is SourceKind.jsonl:
@@ -248,14 +255,7 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
     try:
         begin = _utc_date(start, "--from") if start else None
         stop = _utc_date(end, "--until") if end else None
-        if households is not None and source is SourceKind.cj:
-            from engine.sources.completejourney import CompleteJourneySource, load_tables
-
-            tables = load_tables()
-            ids = set(sorted(tables["transactions"]["household_id"].unique())[:households])
-            src = CompleteJourneySource(zone=settings.cj_timezone, households=ids, tables=tables)
-        else:
-            src = open_source(source, path, settings, None)
+        src = open_source(source, path, settings, None, households=households if source is SourceKind.cj else None)
         if fresh:
             reset_campaigns(settings, runtime.engine)
         if consent is not None:
@@ -393,6 +393,9 @@ def worker(
     settings = Settings()
     run_worker(settings, WorkerOptions(bootstrap or settings.kafka_bootstrap, topic or settings.kafka_topic,
                                        group or settings.kafka_group, name or settings.worker_name), log_level)
+
+
+app.command("produce")(produce_command)
 
 
 @app.command("import-campaigns")

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -65,7 +66,7 @@ customer_profile = Table(
 checkpoint = Table(
     "checkpoint", metadata,
     Column("source", String, primary_key=True),
-    Column("position", Integer, nullable=False),  # the next record to read
+    Column("position", BigInteger, nullable=False),  # the next record to read (a Kafka offset: past 2**31)
     Column("watermark", UtcDateTime),
     Column("counters", Text, nullable=False),  # JSON of the cumulative counters
     Column("complete", Boolean, nullable=False),
@@ -76,7 +77,7 @@ dead_letter = Table(
     "dead_letter", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String, nullable=False),
-    Column("position", Integer, nullable=False),
+    Column("position", BigInteger, nullable=False),
     Column("where", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("raw", Text, nullable=False),
@@ -167,6 +168,15 @@ def insert_ignoring_duplicates(engine: Engine, table: Table):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing()
+
+
+def insert_new(conn: Connection, table: Table, rows: list[dict]) -> int:
+    """`insert_ignoring_duplicates` of `rows`: how many were new. Counting the table before and after would count
+    other writers' rows too; an executemany's rowcount is -1 on psycopg unless kept before the cursor is reused."""
+    if not rows:
+        return 0
+    stmt = insert_ignoring_duplicates(conn.engine, table).execution_options(preserve_rowcount=True)
+    return conn.execute(stmt, rows).rowcount
 
 
 

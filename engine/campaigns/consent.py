@@ -23,7 +23,7 @@ from typing import Literal
 from sqlalchemy import Engine, select
 
 from engine.campaigns.schema import CHANNELS
-from engine.db import consent_change, insert_ignoring_duplicates
+from engine.db import consent_change, insert_new
 from engine.errors import ConsentError
 
 Purpose = Literal["advertising", "night"]
@@ -190,7 +190,7 @@ class ConsentStore:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            return conn.execute(insert_ignoring_duplicates(self.engine, consent_change), rows).rowcount
+            return insert_new(conn, consent_change, rows)
 
     def changes(self, customer_id: str | None = None, until: datetime | None = None) -> list[ConsentChange]:
         """Stored changes (one customer's, or all; up to `until` when given) in time order."""

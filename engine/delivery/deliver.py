@@ -24,7 +24,7 @@ from engine.config import Settings
 from engine.db import dead_letter, insert_ignoring_duplicates
 from engine.deadletters import DeadLetter
 from engine.delivery.channels import Channel
-from engine.delivery.ledger import Entry, Ledger, Mark
+from engine.delivery.ledger import Claim, Entry, Ledger, Mark
 from engine.delivery.message import Message
 from engine.delivery.render import Renderer
 from engine.errors import DeliveryError, NudgeError
@@ -91,7 +91,7 @@ class Deliverer:
         self.retry = retry or RetryPolicy()
         self.gate = gate
         self.sleep = sleep  # between retries only; no decision reads the wall clock
-        self.batch = max(1, batch)  # marks committed together, after the channels have flushed
+        self.batch = max(1, batch)  # rows claimed and marked together, after the channels have flushed
         self._marks: list[Mark] = []
         self.extra = extra  # template variables beyond the customer's (the consent notice's `consent`)
         self.offers = offers  # holds what each sent message issued; a reminder shows the coupon held
@@ -100,32 +100,36 @@ class Deliverer:
                 paused: Collection[str] = (), limit: int | None = None) -> DeliveryReport:
         """Deliver every queued row due at `now`; a paused campaign's rows stay queued ("held").
 
-        Marks are committed `batch` at a time, each batch after every channel's `flush` (the file outbox's fsync):
-        a crash loses at most a batch of marks, and those rows are re-sent under their keys.
+        Rows are claimed `batch` at a time (`Ledger.claim`: a second process delivering from the same ledger
+        gets other rows) and marked together after every channel's `flush` (the file outbox's fsync): a crash
+        loses at most a batch of marks, and those rows are re-sent under their keys.
         """
         report = DeliveryReport()
-        try:
-            for entry in self.ledger.queued(now, limit):
-                report.due += 1
-                outcome = self._one(entry, now, contexts, campaigns, paused, report)
-                report.count(entry.campaign, outcome)
-                if len(self._marks) >= self.batch:
-                    self._commit()
-        finally:
-            self._commit()
+        after = None
+        while limit is None or report.due < limit:
+            size = self.batch if limit is None else min(self.batch, limit - report.due)
+            with self.ledger.claim(now, size, after) as claim:
+                try:
+                    for entry in claim.entries:
+                        report.due += 1
+                        report.count(entry.campaign, self._one(entry, now, contexts, campaigns, paused, report))
+                finally:
+                    self._commit(claim)
+            if len(claim.entries) < size:
+                break
+            after = claim.entries[-1]  # held rows stay queued: read on past them
         return report
 
-    def _commit(self) -> None:
-        if not self._marks:
-            return
-        for channel in self.channels.values():
-            flush = getattr(channel, "flush", None)
-            if flush is not None:
-                flush()
-        if self.offers is not None:  # the offers a batch issued are held before the batch is marked sent
-            self.offers.flush()
-        self.ledger.mark_many(self._marks)
-        self._marks = []
+    def _commit(self, claim: Claim) -> None:
+        if self._marks:
+            for channel in self.channels.values():
+                flush = getattr(channel, "flush", None)
+                if flush is not None:
+                    flush()
+            if self.offers is not None:  # the offers a batch issued are held before the batch is marked sent
+                self.offers.flush()
+        marks, self._marks = self._marks, []
+        claim.commit(marks)
 
     def _one(self, entry: Entry, now: datetime, contexts: Callable[[str], CustomerContext],
              campaigns: Mapping[str, Campaign], paused: Collection[str], report: DeliveryReport) -> str:

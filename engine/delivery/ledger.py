@@ -1,20 +1,22 @@
 """The delivery ledger: every decision under its idempotency key, once — and the outbox delivery sends from.
 
 Recording is insert-or-ignore on the unique key, so recording the same decisions again (a replay, a restart, a
-sweep that finds the same occurrence) stores nothing new; the first verdict on a key stands. Delivery then marks
-a queued row sent, failed, aborted or a render error. SQLAlchemy Core only: SQLite by default, PostgreSQL too.
+sweep that finds the same occurrence) stores nothing new; the first verdict on a key stands. Delivery then claims
+queued rows (one process each, on PostgreSQL) and marks them sent, failed, aborted or a render error. SQLAlchemy
+Core only: SQLite by default, PostgreSQL when several processes share the ledger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, Float, Integer, String, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, Float, Integer, String, and_, bindparam, func, or_, select, update
 
 from engine.campaigns.candidates import Candidate, Decision, Verdict
-from engine.db import UtcDateTime, delivery_ledger, insert_ignoring_duplicates
+from engine.db import UtcDateTime, delivery_ledger, insert_new
 from engine.errors import NudgeError
 
 _KEYS_PER_QUERY = 500  # bound parameters per IN (...) query
@@ -89,6 +91,31 @@ _MARK = (update(delivery_ledger)
                  attempts=func.coalesce(bindparam("m_attempts", type_=Integer), _t.attempts)))
 
 
+@dataclass
+class Claim:
+    """Rows one deliverer holds: marked and released together by `commit`."""
+
+    conn: Connection
+    entries: list[Entry]
+
+    def commit(self, marks: Iterable[Mark]) -> None:
+        """Mark the claimed rows and release them (a row left unmarked is queued again)."""
+        params = [m.params() for m in marks]
+        if params:
+            self.conn.execute(_MARK, params)
+        self.conn.commit()
+
+
+_due_at = func.coalesce(_t.not_before, _t.decided_at)  # Entry.due
+
+
+def _due_query(now: datetime):
+    """Queued rows whose not_before has come (or that have none), oldest due first."""
+    return (select(delivery_ledger)
+            .where(_t.verdict == Verdict.QUEUED.value, or_(_t.not_before.is_(None), _t.not_before <= now))
+            .order_by(_due_at, _t.id))
+
+
 def _entry(row) -> Entry:
     values = dict(row._mapping)
     values["verdict"] = Verdict(values["verdict"])
@@ -120,22 +147,32 @@ class Ledger:
             })
         if not rows:
             return 0
+        rows.sort(key=lambda r: r["key"])  # one lock order: two processes recording the same keys cannot deadlock
         with self.engine.begin() as conn:
-            before = conn.execute(select(func.count()).select_from(delivery_ledger)).scalar_one()
-            conn.execute(insert_ignoring_duplicates(self.engine, delivery_ledger), rows)
-            after = conn.execute(select(func.count()).select_from(delivery_ledger)).scalar_one()
-        return after - before
+            return insert_new(conn, delivery_ledger, rows)
 
     def queued(self, now: datetime, limit: int | None = None) -> list[Entry]:
         """Queued rows whose not_before has come (or that have none), oldest due first."""
-        t = delivery_ledger.c
-        query = (select(delivery_ledger)
-                 .where(t.verdict == Verdict.QUEUED.value, or_(t.not_before.is_(None), t.not_before <= now))
-                 .order_by(func.coalesce(t.not_before, t.decided_at), t.id))
+        query = _due_query(now)
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(query)]
+
+    @contextmanager
+    def claim(self, now: datetime, limit: int, after: Entry | None = None) -> Iterator[Claim]:
+        """Up to `limit` of the `queued` rows (those after `after`), locked until `Claim.commit` marks them.
+
+        On PostgreSQL the rows are locked FOR UPDATE SKIP LOCKED, so another process claiming at the same time
+        passes them over and each row is sent by one process; leaving without `commit` (an error, a crash) rolls
+        back and leaves them queued. SQLite has no row locks: one process sends from its file.
+        """
+        query = _due_query(now).limit(limit).with_for_update(skip_locked=True)
+        if after is not None:
+            query = query.where(or_(_due_at > after.due, and_(_due_at == after.due, _t.id > after.id)))
+        with self.engine.connect() as conn:
+            conn.begin()
+            yield Claim(conn, [_entry(r) for r in conn.execute(query)])
 
     def mark(self, key: str, verdict: Verdict, at: datetime, detail: str = "", *, offer_code: str | None = None,
              face_value: float | None = None, provider_id: str | None = None, attempts: int | None = None) -> bool:

@@ -1,0 +1,1 @@
+"""Tests of the shared store on a real PostgreSQL server (marked `postgres`)."""
