@@ -398,6 +398,51 @@ def worker(
 app.command("produce")(produce_command)
 
 
+@app.command()
+def scheduler(
+    clock: Annotated[str, typer.Option(help="wall: the jobs on the wall clock (live); event: on the stream's "
+                                       "watermark (a replay through Kafka is a backtest).")] = "wall",
+    drain: Annotated[bool, typer.Option(help="Stop once the workers have read the whole topic, and print the "
+                                        "campaign table.")] = False,
+    start: Annotated[str | None, typer.Option("--from", help="Campaigns run from this date (UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--until", help="No campaign job runs from this date (UTC).")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: NUDGE_KAFKA_BOOTSTRAP).")]
+    = None,
+    topic: Annotated[str | None, typer.Option(help="The purchases topic (default: NUDGE_KAFKA_TOPIC).")] = None,
+    campaigns_dir: Annotated[Path | None, typer.Option("--campaigns", help="Campaign folder (default: settings).")]
+    = None,
+    consent: Annotated[Path | None, typer.Option(help="Import this consent CSV first.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Start over: forget the replica, ledger and scores.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --drain: print the table as one JSON object.")]
+    = False,
+) -> None:
+    """The campaign jobs of the live path: refits, due sweeps, arbitration, ledger and delivery over what the
+    workers accepted (one scheduler per stream). Stops on SIGTERM or Ctrl-C after a checkpoint."""
+    from engine.live.scheduler import SchedulerOptions, run_scheduler, stop_on_signals
+    from engine.runtime.campaigns import campaign_table
+
+    if clock not in ("wall", "event"):
+        raise typer.BadParameter(f"{clock!r} is not wall or event", param_hint="--clock")
+    settings = Settings()
+    try:
+        options = SchedulerOptions(bootstrap or settings.kafka_bootstrap, topic or settings.kafka_topic,
+                                   settings.kafka_messages_topic, clock, drain,
+                                   _utc_date(start, "--from") if start else None,
+                                   _utc_date(end, "--until") if end else None, campaigns_dir, fresh)
+        campaigns, summary = run_scheduler(
+            settings, options, stop=stop_on_signals(),
+            before_start=None if consent is None else lambda engine: _import_consent(engine, consent))
+    except NudgeError as exc:
+        _fail(exc)
+    rows = campaign_table(campaigns.ledger, campaigns.running(), campaigns.report.outranked)
+    if as_json:
+        typer.echo(json.dumps({"replay": _summary_dict(summary), "campaigns": rows,
+                               "jobs": campaigns.report.to_dict()}))
+        return
+    _print_replay(summary)
+    _print_campaign_table(rows, campaigns.report, summary.seconds)
+
+
 @app.command("import-campaigns")
 def import_campaigns(
     source: Annotated[SourceKind, typer.Argument(help="cj: The Complete Journey's own campaigns.")] = SourceKind.cj,

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic: str = "purchases"  # its dead letters go to "<topic>.deadletter"
     kafka_group: str = "nudge"  # the workers' consumer group
+    kafka_messages_topic: str = "messages"  # every message sent, keyed by its idempotency key
     worker_name: str | None = None  # static group membership: a restarted worker of this name gets its partitions
     # policy:
     # The global control group: this percent of customers (a stable hash) gets no advertising at all.

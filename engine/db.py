@@ -100,6 +100,33 @@ line_part = Table(
 )
 
 
+# The events the Kafka workers accepted (engine/runtime/stream.py), saved with their partition's checkpoint: what
+# the scheduler replays on the stream's clock (engine/runtime/feed.py). `order_time` is the partition's clock when
+# the event arrived (its event time, or the later watermark a late event found), so it never decreases along a
+# partition; profiles that came before any purchase have none.
+stream_feed = Table(
+    "stream_feed", metadata,
+    Column("topic", String, primary_key=True),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("offset", BigInteger, primary_key=True, autoincrement=False),
+    Column("order_time", UtcDateTime),
+    Column("event_id", String, nullable=False),  # ties on order_time break on it, then partition and offset
+    Column("raw", Text, nullable=False),  # the message value as it came
+)
+
+# The scheduler's own record (in its replica's database) of what of the feed it has released to its replay: each
+# release takes, per partition, the offsets after the last release's up to `high`, so the replay's positions keep
+# their meaning however late a partition's rows arrive.
+feed_release = Table(
+    "feed_release", metadata,
+    Column("topic", String, primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("high", BigInteger, nullable=False),  # the last offset released
+    Column("events", Integer, nullable=False),  # rows the release holds over all its partitions (same on each)
+)
+
+
 # What the stores were written with: "state_schema" (engine.state.STATE_SCHEMA) and "libraries" (JSON of
 # engine.versions.library_versions()). A table of its own so `create_all` adds it to an older database.
 store_meta = Table(

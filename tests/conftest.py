@@ -1,8 +1,11 @@
-"""Shared fixtures: real Complete Journey tables (loaded once), a clean engine home per test."""
+"""Shared fixtures: real Complete Journey tables (loaded once), a clean engine home per test, and a real PostgreSQL
+server for the session (installed with apt-get first when its binaries are missing and we are root), with a fresh
+database per test that asks for one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -11,6 +14,7 @@ import pandas as pd
 import pytest
 
 from engine.config import Settings
+from engine.live.postgres import PostgresServer, install_if_missing
 from engine.models.data import TrainingData
 
 SPLIT = datetime(2017, 10, 1, tzinfo=UTC)  # the evaluation split of the models issue
@@ -50,3 +54,20 @@ def cj_split(cj_tables: dict[str, pd.DataFrame]) -> Callable[[int], tuple[Traini
 def settings(tmp_path: Path) -> Settings:
     """Settings whose database lives in the test's own folder."""
     return Settings(home=tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One server for the session; fsync off, since nothing it holds outlives the tests."""
+    install_if_missing()
+    with PostgresServer(durable=False) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a database of this test's own, dropped after it (with any connection still open)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    postgres.execute_admin(f"CREATE DATABASE {name}")
+    yield postgres.url_of(name)
+    postgres.execute_admin(f"DROP DATABASE {name} WITH (FORCE)")

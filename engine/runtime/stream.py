@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from engine.clock import WatermarkClock
 from engine.config import Settings
 from engine.deadletters import DeadLetter
-from engine.events import CustomerProfile
+from engine.events import CustomerProfile, Event
 from engine.pipeline import ACCEPTED, Ingest, Outcome, Step
 from engine.sources import Decoder
 from engine.state import CustomerState
@@ -128,6 +128,7 @@ class StreamIngest:
         """Apply a batch and save each partition it touched; the dead letters found (already saved)."""
         letters: dict[int, list[DeadLetter]] = {}
         accepted: dict[int, tuple[int, PendingLines]] = {}
+        feed: dict[int, list[dict]] = {}
         touched: dict[int, int] = {}
         for m in messages:
             if m.partition in self.revoked:  # not ours any more: its owner reads it from the committed offset
@@ -137,6 +138,7 @@ class StreamIngest:
             plog = self.logs[m.partition]
             where = f"{self.topic}[{m.partition}] offset {m.offset}"
             touched[m.partition] = max(touched.get(m.partition, -1), m.offset)
+            before = plog.clock.now()
             try:
                 text = m.value.decode("utf-8")
             except (UnicodeDecodeError, AttributeError):
@@ -155,12 +157,22 @@ class StreamIngest:
                 pending.add(event)
             elif outcome is Outcome.PROFILE:
                 plog.dirty_profiles.add(event.customer_id)
+            if outcome is not Outcome.DUPLICATE:
+                feed.setdefault(m.partition, []).append(self._feed_row(m, text, event, before))
         for p, last in touched.items():
-            self._save(self.logs[p], last + 1, letters.get(p, []), accepted.get(p))
+            self._save(self.logs[p], last + 1, letters.get(p, []), accepted.get(p), feed.get(p, []))
         return [d for found in letters.values() for d in found]
 
+    def _feed_row(self, m: Message, text: str, event: Event, before: datetime | None) -> dict:
+        """The `stream_feed` row of an event this partition took: its order time never goes below the partition's
+        clock, so a late event is ordered where it arrived, as the embedded replay of the same stream would."""
+        when = getattr(event, "event_time", None)
+        order = before if when is None or (before is not None and before > when) else when
+        return {"topic": self.topic, "partition": m.partition, "offset": m.offset, "order_time": order,
+                "event_id": getattr(event, "event_id", None) or event.customer_id, "raw": text}
+
     def _save(self, plog: PartitionLog, position: int, letters: list[DeadLetter],
-              accepted: tuple[int, PendingLines] | None) -> None:
+              accepted: tuple[int, PendingLines] | None, feed: list[dict]) -> None:
         part = None
         if accepted is not None:
             first, pending = accepted
@@ -168,7 +180,7 @@ class StreamIngest:
         cp = plog.checkpoint
         cp.position, cp.watermark = max(cp.position, position), plog.clock.now()
         self.checkpoints.save(cp, (self.states[c] for c in plog.dirty), (self.profiles[c] for c in plog.dirty_profiles),
-                              letters, part)
+                              letters, part, feed=feed)
         plog.dirty.clear()
         plog.dirty_profiles.clear()
 

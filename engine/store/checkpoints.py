@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -21,9 +21,11 @@ from engine.db import (
     customer_profile,
     customer_state,
     dead_letter,
+    feed_release,
     insert_ignoring_duplicates,
     line_part,
     store_meta,
+    stream_feed,
     upsert,
 )
 from engine.deadletters import DeadLetter
@@ -98,11 +100,13 @@ class CheckpointStore:
         dead_letters: Iterable[DeadLetter],
         part: LinePart | None = None,
         runner: dict | None = None,
+        feed: Sequence[dict] = (),
     ) -> None:
         """Write the changed states and profiles, new dead letters, the new line part and the position, atomically.
 
         `runner` is what a runtime around the replay keeps with the position (the campaign scheduler's last fires,
-        the model versions serving): JSON, read back by `load_runner`.
+        the model versions serving): JSON, read back by `load_runner`. `feed` holds a Kafka worker's accepted events
+        (`stream_feed` rows), kept with the offset that follows them.
         """
         now = datetime.now(UTC)
         state_rows = [{"customer_id": s.customer_id, "state": pickle.dumps(s, protocol=5)} for s in states]
@@ -124,6 +128,8 @@ class CheckpointStore:
             conn.execute(upsert(self.engine, store_meta, "key"), meta)
             if part is not None:
                 conn.execute(insert(line_part), [part.row(now)])
+            if feed:
+                conn.execute(insert_ignoring_duplicates(self.engine, stream_feed), list(feed))
             conn.execute(upsert(self.engine, checkpoint, "source"), [{
                 "source": cp.source, "position": cp.position, "watermark": cp.watermark,
                 "counters": json.dumps(asdict(cp.counters)), "complete": cp.complete, "updated_at": now,
@@ -145,6 +151,8 @@ class CheckpointStore:
             conn.execute(delete(customer_state))
             conn.execute(delete(customer_profile))
             conn.execute(delete(checkpoint))  # every position assumed the state just cleared
+            conn.execute(delete(stream_feed))  # a worker's accepted events, and what a scheduler took of them
+            conn.execute(delete(feed_release))
             conn.execute(delete(dead_letter).where(dead_letter.c.source == source))
             conn.execute(delete(store_meta).where(store_meta.c.key.like("runner:%")))
 
