@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-live test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: $(STAMP)
 	$(BIN)/nudge demo
+
+# The demo through the live path: a local KRaft broker and PostgreSQL, the workers and the scheduler as
+# docker-compose.yml declares them (engine/live/demo.py).
+demo-live: $(STAMP)
+	$(BIN)/python -m engine.live.postgres install
+	$(BIN)/python -m engine.live.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/backtest.py
 
 clean:
-	rm -rf $(VENV) .nudge .pytest_cache
+	rm -rf $(VENV) .nudge .nudge-live .pytest_cache
