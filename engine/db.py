@@ -6,6 +6,7 @@ SQLite by default (the embedded runtime); any SQLAlchemy URL, PostgreSQL include
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 
 class UtcDateTime(TypeDecorator):
@@ -114,6 +116,14 @@ stream_feed = Table(
     Column("raw", Text, nullable=False),  # the message value as it came
 )
 
+# Who holds each Kafka partition: its taker's claim (engine/store/checkpoints.py `claim`). A checkpoint saved under
+# an older claim is refused, so a worker the group replaced while it stalled writes nothing over its successor.
+partition_owner = Table(
+    "partition_owner", metadata,
+    Column("source", String, primary_key=True),
+    Column("epoch", Integer, nullable=False),
+)
+
 # The scheduler's own record (in its replica's database) of what of the feed it has released to its replay: each
 # release takes, per partition, the offsets after the last release's up to `high`, so the replay's positions keep
 # their meaning however late a partition's rows arrive.
@@ -173,8 +183,21 @@ def connect(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
-    metadata.create_all(engine)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 20) -> None:
+    """`create_all`, again when another process creating the same tables at the same moment made it fail (a fresh
+    database opened by several workers at once: CREATE TABLE races on either dialect)."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (IntegrityError, OperationalError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def upsert(engine: Engine, table: Table, key: str):

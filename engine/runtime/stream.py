@@ -10,7 +10,8 @@ offset-with-state pattern). faust runs the consumer group, assigns partitions, a
 events acked after their batch was saved (`take_events` acks a batch once the loop body returns), so a killed
 worker resumes at or before what it saved; the events it sees again change nothing — a state ignores an event
 id it holds, dead letters are unique by position, and a part is named by the offset of its first accepted
-purchase, which only one run can accept.
+purchase, which only one run can accept. Taking a partition claims it (an epoch in the store): a worker the group
+replaced while it stalled finds its claim gone at its next save, which then changes nothing, and stops.
 
 A partition's checkpoint lives under the source key `kafka:<topic>:<partition>`, with that partition's
 watermark: the scheduler reads the minimum over partitions as the stream's clock.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import Engine
@@ -33,7 +34,7 @@ from engine.events import CustomerProfile, Event
 from engine.pipeline import ACCEPTED, Ingest, Outcome, Step
 from engine.sources import Decoder
 from engine.state import CustomerState
-from engine.store.checkpoints import Checkpoint, CheckpointStore
+from engine.store.checkpoints import Checkpoint, CheckpointStore, Fenced
 from engine.store.lines import PART_SPACE, LineStore, PendingLines
 
 log = structlog.get_logger("nudge.stream")
@@ -67,13 +68,14 @@ class Message:
 
 @dataclass
 class PartitionLog:
-    """One partition's place: its checkpoint, its clock (the partition's watermark) and its `Step`."""
+    """One partition's place: its checkpoint, its watermark, its `Step` and this worker's claim on it."""
 
     topic: str
     partition: int
     checkpoint: Checkpoint
     step: Step
-    clock: WatermarkClock
+    clock: WatermarkClock  # the partition's watermark: its latest accepted event time
+    epoch: int  # this worker's claim on the partition (`CheckpointStore.claim`)
     dirty: set[str] = field(default_factory=set)
     dirty_profiles: set[str] = field(default_factory=set)
 
@@ -89,6 +91,8 @@ class StreamIngest:
         self.profiles: dict[str, CustomerProfile] = {}
         self.logs: dict[int, PartitionLog] = {}
         self.revoked: set[int] = set()
+        # The latest event time over every partition this worker has seen: what "late" is counted against.
+        self.clock = WatermarkClock()
 
     def assign(self, partitions: Iterable[int]) -> None:
         """The group gave this worker `partitions` (its whole assignment): drop the others, take the new ones."""
@@ -116,12 +120,18 @@ class StreamIngest:
         self.profiles.clear()
         self.profiles.update(self.checkpoints.load_profiles())
         settings = self.settings
+        saved = {cp.source: cp for cp in self.checkpoints.load_all()}
+        for cp in saved.values():
+            if cp.source.startswith(source_key(self.topic, 0)[:-1]) and cp.watermark is not None:
+                self.clock.observe(cp.watermark)
         for p in sorted(partitions):
             key = source_key(self.topic, p)
-            cp = self.checkpoints.load(key) or Checkpoint(key)
-            clock = WatermarkClock(cp.watermark)
-            ingest = Ingest(clock, settings.future_tolerance, settings.policy, self.states, self.profiles)
-            self.logs[p] = PartitionLog(self.topic, p, cp, Step(key, self.decoder, ingest, cp.counters), clock)
+            cp = saved.get(key) or Checkpoint(key)
+            epoch = self.checkpoints.claim(key)  # a worker that held it before can save nothing more of it
+            ingest = Ingest(self.clock, settings.future_tolerance, settings.policy, self.states, self.profiles,
+                            horizon=_Horizon(self.clock))
+            self.logs[p] = PartitionLog(self.topic, p, cp, Step(key, self.decoder, ingest, cp.counters),
+                                        WatermarkClock(cp.watermark), epoch)
         log.info("stream.assigned", topic=self.topic, partitions=sorted(partitions), customers=len(self.states))
 
     def handle(self, messages: Sequence[Message]) -> list[DeadLetter]:
@@ -130,12 +140,15 @@ class StreamIngest:
         accepted: dict[int, tuple[int, PendingLines]] = {}
         feed: dict[int, list[dict]] = {}
         touched: dict[int, int] = {}
+        # A message before its assignment's signal: its partition is taken now, before anything of the batch is
+        # applied (taking reloads the states from the store).
+        self._take({m.partition for m in messages} - set(self.logs) - self.revoked)
         for m in messages:
             if m.partition in self.revoked:  # not ours any more: its owner reads it from the committed offset
                 continue
-            if m.partition not in self.logs:  # a message before the assignment's signal: take it now
-                self._take({m.partition})
             plog = self.logs[m.partition]
+            if m.offset < plog.checkpoint.position:  # saved already: Kafka's committed offset lags the checkpoint
+                continue
             where = f"{self.topic}[{m.partition}] offset {m.offset}"
             touched[m.partition] = max(touched.get(m.partition, -1), m.offset)
             before = plog.clock.now()
@@ -152,6 +165,7 @@ class StreamIngest:
                 continue
             event, outcome = result
             if outcome in ACCEPTED:
+                plog.clock.observe(event.event_time)
                 plog.dirty.add(event.customer_id)
                 _, pending = accepted.setdefault(m.partition, (m.offset, PendingLines()))
                 pending.add(event)
@@ -159,9 +173,15 @@ class StreamIngest:
                 plog.dirty_profiles.add(event.customer_id)
             if outcome is not Outcome.DUPLICATE:
                 feed.setdefault(m.partition, []).append(self._feed_row(m, text, event, before))
+        saved = []
         for p, last in touched.items():
-            self._save(self.logs[p], last + 1, letters.get(p, []), accepted.get(p), feed.get(p, []))
-        return [d for found in letters.values() for d in found]
+            try:
+                self._save(self.logs[p], last + 1, letters.get(p, []), accepted.get(p), feed.get(p, []))
+            except Fenced as exc:  # the group moved it while this worker stalled: the batch is its owner's to do
+                log.warning("stream.fenced", topic=self.topic, partition=p, reason=str(exc))
+                continue
+            saved.extend(letters.get(p, []))
+        return saved
 
     def _feed_row(self, m: Message, text: str, event: Event, before: datetime | None) -> dict:
         """The `stream_feed` row of an event this partition took: its order time never goes below the partition's
@@ -179,14 +199,46 @@ class StreamIngest:
             part = self.lines.write(part_seq(plog.partition, first), plog.checkpoint.source, pending.take())
         cp = plog.checkpoint
         cp.position, cp.watermark = max(cp.position, position), plog.clock.now()
-        self.checkpoints.save(cp, (self.states[c] for c in plog.dirty), (self.profiles[c] for c in plog.dirty_profiles),
-                              letters, part, feed=feed)
+        try:
+            self.checkpoints.save(cp, (self.states[c] for c in plog.dirty),
+                                  (self.profiles[c] for c in plog.dirty_profiles), letters, part, feed=feed,
+                                  epoch=plog.epoch)
+        except Fenced:
+            if part is not None:
+                self.lines.path(part.seq).unlink(missing_ok=True)  # ours, never committed
+            self.revoke({plog.partition})
+            stored = self.checkpoints.load_states()  # what the batch did to its customers was not saved: undo it
+            for cid in plog.dirty:
+                if cid in stored:
+                    self.states[cid] = stored[cid]
+                else:
+                    self.states.pop(cid, None)
+            plog.dirty.clear()
+            plog.dirty_profiles.clear()
+            raise
         plog.dirty.clear()
         plog.dirty_profiles.clear()
 
     def positions(self) -> dict[int, int]:
         """Each held partition's next offset."""
         return {p: plog.checkpoint.position for p, plog in self.logs.items()}
+
+
+class _Horizon:
+    """The future-dated rule's clock in a worker: the wall clock, or the latest event time if that is later.
+
+    Live, "the future" is past the wall clock. A watermark would not do: a partition's own stops when it falls
+    quiet (and would then refuse everything after a long pause), and a worker meets its partitions' events in no
+    global time order, so even the latest over them lags the events of a partition read first. The scheduler's
+    replay of what the workers accepted is in time order, on the watermark, as the embedded runtime's is."""
+
+    def __init__(self, clock: WatermarkClock) -> None:
+        self.clock = clock
+
+    def now(self) -> datetime:
+        """The later of the wall clock and the latest event time seen."""
+        wall, seen = datetime.now(UTC), self.clock.now()
+        return wall if seen is None or wall > seen else seen
 
 
 def stream_watermark(engine: Engine, topic: str) -> datetime | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from engine.db import (
     checkpoint,
@@ -24,11 +24,13 @@ from engine.db import (
     feed_release,
     insert_ignoring_duplicates,
     line_part,
+    partition_owner,
     store_meta,
     stream_feed,
     upsert,
 )
 from engine.deadletters import DeadLetter
+from engine.errors import NudgeError
 from engine.events import CustomerProfile
 from engine.pipeline import Counters
 from engine.state import STATE_SCHEMA, CustomerState
@@ -78,11 +80,22 @@ class CheckpointStore:
     def load_states(self) -> dict[str, CustomerState]:
         """Every customer's state (older schemas migrated; a newer one refused, naming both versions)."""
         with self.engine.connect() as conn:
-            meta = {r.key: r.value for r in conn.execute(select(store_meta))}
-            # A database without the record was written before states had schemas: schema 1.
-            check_schema(f"the customer states in {self.engine.url!r}", int(meta.get("state_schema", 1)),
-                         STATE_SCHEMA, json.loads(meta.get("libraries", "{}")))
+            self._check_state_schema(conn)
             return {r.customer_id: pickle.loads(r.state) for r in conn.execute(select(customer_state))}
+
+    def load_state(self, customer_id: str) -> CustomerState | None:
+        """One customer's state, if they have one (schemas as `load_states`)."""
+        with self.engine.connect() as conn:
+            self._check_state_schema(conn)
+            row = conn.execute(select(customer_state.c.state)
+                               .where(customer_state.c.customer_id == customer_id)).first()
+        return None if row is None else pickle.loads(row.state)
+
+    def _check_state_schema(self, conn) -> None:
+        meta = {r.key: r.value for r in conn.execute(select(store_meta))}
+        # A database without the record was written before states had schemas: schema 1.
+        check_schema(f"the customer states in {self.engine.url!r}", int(meta.get("state_schema", 1)),
+                     STATE_SCHEMA, json.loads(meta.get("libraries", "{}")))
 
     def load_profiles(self) -> dict[str, CustomerProfile]:
         """Every customer's profile."""
@@ -101,18 +114,27 @@ class CheckpointStore:
         part: LinePart | None = None,
         runner: dict | None = None,
         feed: Sequence[dict] = (),
+        epoch: int | None = None,
     ) -> None:
         """Write the changed states and profiles, new dead letters, the new line part and the position, atomically.
 
         `runner` is what a runtime around the replay keeps with the position (the campaign scheduler's last fires,
         the model versions serving): JSON, read back by `load_runner`. `feed` holds a Kafka worker's accepted events
-        (`stream_feed` rows), kept with the offset that follows them.
+        (`stream_feed` rows), kept with the offset that follows them; with `epoch` (a worker's `claim` on the
+        source) nothing is written unless the claim still stands (`Fenced`).
         """
         now = datetime.now(UTC)
         state_rows = [{"customer_id": s.customer_id, "state": pickle.dumps(s, protocol=5)} for s in states]
         profile_rows = [{"customer_id": p.customer_id, "profile": p.model_dump_json()} for p in profiles]
         letter_rows = [{**d.row(), "recorded_at": d.recorded_at or now} for d in dead_letters]
         with self.engine.begin() as conn:
+            if epoch is not None:  # first: on PostgreSQL the row stays locked, so no claim passes this save
+                o = partition_owner.c
+                held = conn.execute(update(partition_owner).where(o.source == cp.source, o.epoch == epoch)
+                                    .values(epoch=epoch)).rowcount
+                if held != 1:
+                    raise Fenced(f"{cp.source}: another worker has taken it since this one did (claim {epoch}); "
+                                 "its batch was not saved")
             if state_rows:
                 conn.execute(upsert(self.engine, customer_state, "customer_id"), state_rows)
             if profile_rows:
@@ -135,6 +157,14 @@ class CheckpointStore:
                 "counters": json.dumps(asdict(cp.counters)), "complete": cp.complete, "updated_at": now,
             }])
 
+    def claim(self, source: str) -> int:
+        """Take `source` (a Kafka partition) for this process: a new claim, which every earlier one's saves now fail."""
+        o = partition_owner.c
+        with self.engine.begin() as conn:
+            conn.execute(insert_ignoring_duplicates(self.engine, partition_owner), [{"source": source, "epoch": 0}])
+            conn.execute(update(partition_owner).where(o.source == source).values(epoch=o.epoch + 1))
+            return conn.execute(select(o.epoch).where(o.source == source)).scalar_one()
+
     def load_runner(self, source: str) -> dict | None:
         """What the runtime around `source`'s replay saved with its last checkpoint (see `save`), if anything."""
         with self.engine.connect() as conn:
@@ -155,6 +185,10 @@ class CheckpointStore:
             conn.execute(delete(feed_release))
             conn.execute(delete(dead_letter).where(dead_letter.c.source == source))
             conn.execute(delete(store_meta).where(store_meta.c.key.like("runner:%")))
+
+
+class Fenced(NudgeError):
+    """A save under a claim another process has replaced: the partition is someone else's now."""
 
 
 def _runner_key(source: str) -> str:

@@ -18,6 +18,7 @@ validated event again (`purchases`) and states at any earlier time can be refold
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -224,16 +225,22 @@ class LineStore:
         return (last or 0) + 1
 
     def write(self, seq: int, source: str, table: pa.Table) -> LinePart | None:
-        """Write purchases (a `SCHEMA` table) as part `seq` (tmp, fsync, rename); it counts once its checkpoint
-        commits. Nothing is written for no purchases."""
+        """Write purchases (a `SCHEMA` table) as part `seq` (tmp, fsync, link: an existing part is never replaced);
+        it counts once its checkpoint commits. Nothing is written for no purchases."""
         if table.num_rows == 0:
             return None
         self.root.mkdir(parents=True, exist_ok=True)
-        final, tmp = self.path(seq), self.root / f".part-{seq:06d}.tmp"
+        final, tmp = self.path(seq), self.root / f".part-{seq:06d}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         pq.write_table(table, tmp, compression="zstd")
         with tmp.open("rb") as written:
             os.fsync(written.fileno())
-        tmp.replace(final)
+        try:  # never over another writer's part of the same number (a worker replaced while it stalled)
+            os.link(tmp, final)
+        except FileExistsError:
+            raise NudgeError(f"line store {self.root}: part {final.name} is written already, by another writer") \
+                from None
+        finally:
+            tmp.unlink()
         fsync_dir(self.root)
         times = table.column("event_time")
         lines = pc.sum(pc.list_value_length(table.column("lines"))).as_py() or 0
