@@ -22,7 +22,7 @@ from engine.runtime.stream import Message, StreamIngest, dead_letter_message
 log = structlog.get_logger("nudge.worker")
 
 BATCH = 2_000  # messages per batch: a save per partition per batch
-WITHIN = 0.05  # seconds a partial batch waits for more
+WITHIN = 0.25  # seconds a partial batch waits for more
 
 
 @dataclass(frozen=True)
