@@ -418,8 +418,8 @@ def scheduler(
 ) -> None:
     """The campaign jobs of the live path: refits, due sweeps, arbitration, ledger and delivery over what the
     workers accepted (one scheduler per stream). Stops on SIGTERM or Ctrl-C after a checkpoint."""
-    from engine.live.scheduler import SchedulerOptions, run_scheduler, stop_on_signals
     from engine.runtime.campaigns import campaign_table
+    from engine.runtime.live import SchedulerOptions, run_scheduler, stop_on_signals
 
     if clock not in ("wall", "event"):
         raise typer.BadParameter(f"{clock!r} is not wall or event", param_hint="--clock")
