@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m engine.live.postgres install
 	$(BIN)/python -m engine.live.broker fetch
+	bash tools/browser/install.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -37,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/refit.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) .nudge .nudge-live .pytest_cache

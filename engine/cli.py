@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
 
 from engine import logs, queries
 from engine.config import Settings
@@ -218,6 +217,9 @@ def demo(
     --from, fire, judge and deliver (to file outboxes), and print what each campaign did."""
     _run_campaigns(SourceKind.cj, None, start, fresh=True, directory=None,
                    consent=Path("campaigns/consent/cj_consent.csv"), as_json=False, end=end)
+    settings = Settings()
+    console.print(f"console: [bold]nudge serve[/bold] serves the dashboard and the API over these results, at "
+                  f"http://{settings.api_host}:{settings.api_port}/ (API docs at /docs)", soft_wrap=True)
 
 
 @app.command()
@@ -271,7 +273,7 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
     rows = campaign_table(campaigns.ledger, campaigns.running(), campaigns.report.outranked)
     run = {"source": src.key, "from": begin.isoformat() if begin else None, "until": stop.isoformat() if stop else None,
            "backtest": True, "campaigns": str(directory or settings.campaigns_dir)}
-    _remember_run(runtime, run)
+    queries.remember_run(runtime.engine, run)
     from engine.report import terminal, write_html
 
     report = _report(runtime, run, campaigns.running())
@@ -286,42 +288,16 @@ def _run_campaigns(source: SourceKind, path: Path | None, start: str | None, *, 
     console.print(f"report: {html_path} (self-contained HTML: open it in any browser, offline)")
 
 
-REPORT_RUN = "report:run"
-
-
-def _remember_run(runtime: EmbeddedRuntime, run: dict) -> None:
-    """What the last campaign run covered, for `nudge report` to title and label it."""
-    from engine.db import store_meta, upsert
-
-    with runtime.engine.begin() as conn:
-        conn.execute(upsert(runtime.engine, store_meta, "key"), [{"key": REPORT_RUN, "value": json.dumps(run)}])
-
-
 def _report(runtime: EmbeddedRuntime, run: dict | None, running: dict | None = None) -> dict:
-    from engine.campaigns.running import CampaignSet
-    from engine.delivery.ledger import Ledger
-    from engine.models.data import line_frame
-    from engine.offers.book import OfferBook
-    from engine.report.build import build_report
-    from engine.runtime.campaigns import reconfirm_campaign
+    """The report of the last campaign run: the set it left in the database (the folder's files may have moved on
+    since), unless `running` is given."""
+    from engine.runtime.campaigns import stored_campaigns
 
-    settings = runtime.settings
     run = run or {}
-    if running is None:  # the set the run left in the database (the folder's files may have moved on since)
-        folder = Path(run.get("campaigns") or settings.campaigns_dir)
-        stored = CampaignSet(folder, settings.templates_dir, runtime.engine).campaigns
-        running = {**stored, "consent_reconfirm": reconfirm_campaign(settings)}
-    period = (_iso_time(run.get("from")), _iso_time(run.get("until")))
-    what = "backtest" if run.get("backtest", True) else "live run"
-    span = " to ".join(d.date().isoformat() for d in period if d is not None)
-    title = f"nudge {what} — {run.get('source', 'events')}" + (f", {span}" if span else "")
-    return build_report(Ledger(runtime.engine).entries(), OfferBook(runtime.engine),
-                        line_frame(runtime.lines.read()), running, title=title, period=period,
-                        backtest=run.get("backtest", True))
-
-
-def _iso_time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
+    if running is None:
+        running = stored_campaigns(runtime.settings, runtime.engine,
+                                   Path(run["campaigns"]) if run.get("campaigns") else None)
+    return queries.backtest_report(runtime.engine, runtime.lines, running, run)
 
 
 @app.command()
@@ -333,13 +309,10 @@ def report(
     """The last campaign run's report: sent and held out, conversions and uplift (an A/A check in a backtest),
     redemptions, missions, subscribers by tier, points, liability, timing, net revenue — in the terminal and as a
     self-contained HTML page with charts."""
-    from engine.db import store_meta
     from engine.report import terminal, write_html
 
     runtime = EmbeddedRuntime(Settings())
-    with runtime.engine.connect() as conn:
-        row = conn.execute(select(store_meta.c.value).where(store_meta.c.key == REPORT_RUN)).first()
-    report_ = _report(runtime, json.loads(row.value) if row else None)
+    report_ = _report(runtime, queries.last_run(runtime.engine))
     path = write_html(report_, html_out or runtime.settings.home / "report.html")
     if as_json:
         typer.echo(json.dumps({"report": report_, "html": str(path)}))
@@ -556,7 +529,7 @@ def customer(
     held = book.of_customer(customer_id)
     if state is None and not view.versions and not held:
         _fail(NudgeError(f"no customer {customer_id!r} in {runtime.settings.database_url}"))
-    offers = [_offer_dict(h) for h in held]
+    offers = [queries.offer_view(h).model_dump(mode="json") for h in held]
     if as_json:
         typer.echo(json.dumps({**view.model_dump(mode="json"), "offers": offers}))
         return
@@ -573,23 +546,6 @@ def customer(
         console.print(table)
     _print_view(view)
     _print_offers(offers, book.steps(customer_id=customer_id))
-
-
-def _offer_dict(held) -> dict:
-    """An offer as `nudge customer` shows it."""
-    progress = held.progress
-    if held.kind == "stamp_mission":
-        state = f"{len(progress.get('stamps', []))}/{held.terms.get('stamps')} stamps in " \
-                f"{', '.join(progress.get('categories', [])) or '-'} (round {progress.get('round', 1)})"
-    elif held.kind == "subscription":
-        state = f"tier {progress.get('tier') or '-'}" if held.status in ("active", "churned") else \
-            f"offered at tier {progress.get('offered_tier') or '-'}, {progress.get('offer_spend', 0):g} spent since"
-    else:
-        state = progress.get("discount", "")
-    return {"code": held.code, "kind": held.kind, "campaign": held.campaign, "status": held.status,
-            "issued_at": held.issued_at.isoformat(), "valid_until": held.valid_until.isoformat(),
-            "face_value": held.face_value, "cost": held.cost, "currency": held.currency, "parent": held.parent,
-            "progress": state}
 
 
 def _print_offers(offers: list[dict], steps: list) -> None:
@@ -1060,34 +1016,25 @@ def consent_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """A customer's consent history, what is in effect, and when the two-yearly reconfirmation falls due."""
-    from engine.campaigns.consent import ConsentBook, ConsentStore
+    from engine.campaigns.consent import ConsentStore
     from engine.db import connect
 
-    history = ConsentStore(connect(Settings().database_url)).changes(customer_id)
-    if not history:
+    store = ConsentStore(connect(Settings().database_url))
+    view = queries.consent_view(store, customer_id, _utc_date(at, "--at") if at else None)
+    if view is None:
         _fail(NudgeError(f"consent show: no consent recorded for customer {customer_id!r}"))
-    # Event time only: without --at, the moment of the customer's last change, never the wall clock.
-    now = _utc_date(at, "--at") if at else history[-1].at
-    book = ConsentBook.of(history, now)
-    effect = book.customer(customer_id)
-    due_at = book.reconfirmation_due_at(customer_id)
     if as_json:
-        typer.echo(json.dumps({
-            "customer_id": customer_id, "at": now.isoformat(),
-            "in_effect": [{"channel": c.channel, "purpose": c.purpose, "granted": c.granted,
-                           "since": c.at.isoformat(), "source": c.source} for c in effect],
-            "reconfirmation_due": due_at.isoformat() if due_at else None,
-            "history": [{"channel": c.channel, "purpose": c.purpose, "granted": c.granted, "at": c.at.isoformat(),
-                         "source": c.source} for c in history]}))
+        typer.echo(view.model_dump_json())
         return
-    table = Table(title=f"consent of customer {customer_id} at {now.isoformat()}")
+    table = Table(title=f"consent of customer {customer_id} at {view.at.isoformat()}")
     for column in ("channel", "purpose", "in effect", "since", "source"):
         table.add_column(column)
-    for c in effect:
-        table.add_row(c.channel, c.purpose, "granted" if c.granted else "withdrawn", c.at.isoformat(), c.source)
+    for c in view.in_effect:
+        table.add_row(c.channel, c.purpose, "granted" if c.granted else "withdrawn", c.since.isoformat(), c.source)
     console.print(table)
+    due_at = view.reconfirmation_due
     typer.echo(f"reconfirmation due: {due_at.isoformat() if due_at else '- (nothing granted)'}; "
-               f"{len(history)} change(s) recorded")
+               f"{len(view.history)} change(s) recorded")
 # --- end policy commands ---
 # --- delivery commands ---
 delivery_app = typer.Typer(help="The delivery ledger: what every campaign decided and sent.", no_args_is_help=True)
@@ -1141,6 +1088,35 @@ def delivery_ledger(
 
 app.add_typer(delivery_app, name="delivery")
 # --- end delivery commands ---
+
+# --- api commands ---
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: NUDGE_API_HOST, 127.0.0.1).")]
+    = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default: NUDGE_API_PORT, 8000).")] = None,
+) -> None:
+    """Serve the API (and the dashboard, when built) over this engine home; OpenAPI docs at /docs. Writes need
+    NUDGE_API_WRITE_TOKEN, customer-level reads NUDGE_API_READ_TOKEN (or the write token)."""
+    import uvicorn
+
+    from engine.api.app import create_app
+
+    settings = Settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    try:
+        application = create_app(settings)
+    except NudgeError as exc:
+        _fail(exc)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"nudge API on http://{shown}:{port}/ (docs: http://{shown}:{port}/docs) over {settings.home}",
+                  soft_wrap=True, highlight=False)
+    if settings.api_write_token is None:
+        err.print("no NUDGE_API_WRITE_TOKEN: writes (POST, DELETE) are refused", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+# --- end api commands ---
 
 
 if __name__ == "__main__":

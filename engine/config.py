@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.pipeline import DEFAULT_FUTURE_TOLERANCE
@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     delivery_backoff_seconds: float = Field(default=0.5, ge=0)  # the first wait; it doubles each retry
     delivery_backoff_max_seconds: float = Field(default=30.0, ge=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)  # per HTTP request or SMTP session
+
+    # the API (`nudge serve`, engine/api): writes (POST, DELETE) need the write token; customer-level reads need the
+    # read token (or the write token) unless api_read_auth is off. No write token: every write is refused.
+    api_write_token: SecretStr | None = None
+    api_read_token: SecretStr | None = None
+    api_read_auth: bool = True
+    api_cors_origins: list[str] = []  # none: no CORS headers at all, so browsers keep other origins out
+    api_max_body_bytes: int = Field(default=1_048_576, gt=0)  # a larger request body is refused with 413
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, gt=0, lt=65536)
+    # erasure: the key of the one-way token that replaces an erased customer's id in the ledger and the offers, and
+    # names them in the suppression list; default: a random key kept in <home>/erasure.key (created on first use)
+    erasure_secret: SecretStr | None = None
 
     @property
     def outbox_file(self) -> Path:

@@ -366,3 +366,14 @@ offer_step = Table(
     Column("detail", Text, nullable=False),
     Index("offer_step_campaign", "campaign", "kind"),
 )
+
+# --- erasure tables ---
+# Customers erased on request (engine/erasure.py), by the one-way token of their id alone: the id is gone, yet
+# arbitration and delivery still know the customer and never message them again (engine.campaigns.suppression).
+suppression = Table(
+    "suppression", metadata,
+    Column("token", String, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),  # when the erasure was done (wall clock)
+    Column("reason", Text, nullable=False),
+)
+# --- end erasure tables ---

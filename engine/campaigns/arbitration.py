@@ -1,9 +1,10 @@
 """Arbitration: which candidate messages go, when, and why the others do not. Pure: no I/O, no wall clock.
 
 Per customer, campaigns in order priority desc, value desc, name. A candidate is judged in this order:
-paused -> PAUSED; advertising to the global control group -> CONTROL; its channel already taken in this
-arbitration -> OUTRANKED; no consent -> NO_CONSENT; a cap (its own, or any campaign's cap on a tag it carries)
--> CAPPED; budget -> OVER_BUDGET; then held out -> HELD_OUT, else QUEUED.
+erased on request (on the suppression list) -> NO_CONSENT, whatever the campaign's kind; paused -> PAUSED;
+advertising to the global control group -> CONTROL; its channel already taken in this arbitration -> OUTRANKED;
+no consent -> NO_CONSENT; a cap (its own, or any campaign's cap on a tag it carries) -> CAPPED; budget ->
+OVER_BUDGET; then held out -> HELD_OUT, else QUEUED.
 
 The holdout is drawn after the filters, as the issue asks ("holdout members pass the same filters"), so the
 held-out are exactly the customers who would have been sent; a held-out candidate takes its channel and cap
@@ -15,7 +16,7 @@ max_delay_hours is ABORTED now. Caps are checked on the day the message will go.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from engine.campaigns.candidates import Candidate, CustomerContext, Decision, Verdict
@@ -58,7 +59,8 @@ def _order(candidate: Candidate, campaigns: Mapping[str, Campaign]) -> tuple:
 
 def arbitrate(candidates: Iterable[Candidate], campaigns: Mapping[str, Campaign],
               contexts: Mapping[str, CustomerContext], consent: ConsentBook, caps: CapBook, budgets: BudgetBook,
-              now: datetime, paused: Collection[str] = (), control_percent: float = 5.0) -> list[Decision]:
+              now: datetime, paused: Collection[str] = (), control_percent: float = 5.0,
+              suppressed: Container[str] = ()) -> list[Decision]:
     """One Decision per candidate, in the order judged; QUEUED and HELD_OUT ones update `caps`, QUEUED `budgets`.
 
     Raises ArbitrationError for a candidate of a campaign not in `campaigns` or a customer not in `contexts`.
@@ -81,18 +83,20 @@ def arbitrate(candidates: Iterable[Candidate], campaigns: Mapping[str, Campaign]
         campaign = campaigns[cand.campaign]
         zone = contexts[cand.customer_id].zone
         decisions.append(_judge(cand, campaign, zone, consent, caps, by_tag, budgets, now, paused,
-                                control_percent, taken))
+                                control_percent, taken, suppressed))
     return decisions
 
 
 def _judge(cand: Candidate, campaign: Campaign, zone: str, consent: ConsentBook, caps: CapBook,
            by_tag: Mapping[str, list[Cap]], budgets: BudgetBook, now: datetime, paused: Collection[str],
-           control_percent: float, taken: set[tuple[str, str]]) -> Decision:
+           control_percent: float, taken: set[tuple[str, str]], suppressed: Container[str] = ()) -> Decision:
     def decide(verdict: Verdict, detail: str = "", not_before: datetime | None = None,
                deferred: str | None = None) -> Decision:
         return Decision(cand, verdict, now, not_before, deferred, detail)
 
     cid, advertising = cand.customer_id, campaign.kind == "advertising"
+    if cid in suppressed:  # an erased customer is owed nothing, not even a transactional message
+        return decide(Verdict.NO_CONSENT, "customer erased on request: on the suppression list")
     if campaign.name in paused:
         return decide(Verdict.PAUSED, f"campaign {campaign.name!r} is paused")
     if advertising and in_control(cid, control_percent):

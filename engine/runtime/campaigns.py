@@ -28,6 +28,7 @@ from engine.campaigns.caps import BudgetBook, CapBook
 from engine.campaigns.consent import ConsentBook, ConsentStore
 from engine.campaigns.running import CampaignSet, ReloadResult
 from engine.campaigns.schema import Campaign, EventTrigger, Schedule, Subscription
+from engine.campaigns.suppression import Suppression, erasure_key
 from engine.campaigns.triggers import DueIndex, bought_categories, contexts, purchase_candidates
 from engine.clock import Clock, zone_info
 from engine.config import Settings
@@ -93,6 +94,13 @@ def reconfirm_campaign(settings: Settings) -> Campaign:
                     sender=settings.sender_name, priority=1_000_000, holdout=0)
 
 
+def stored_campaigns(settings: Settings, engine: Engine, directory: Path | None = None) -> dict[str, Campaign]:
+    """The set the last run of `directory`'s campaigns (default: settings) left in the database, with the consent
+    notice: what the ledger's rows were judged with, though the folder's files may have moved on since."""
+    stored = CampaignSet(directory or settings.campaigns_dir, settings.templates_dir, engine).campaigns
+    return {**stored, RECONFIRM: reconfirm_campaign(settings)}
+
+
 class CampaignRuntime:
     """The campaign jobs beside a replay (or a live feed): give it to `EmbeddedRuntime.replay(observer=...)`.
 
@@ -117,6 +125,7 @@ class CampaignRuntime:
         self.scores = ScoreStore(self.engine)
         self.registry = Registry(settings.models_dir)
         self.consent = ConsentStore(self.engine)
+        self.suppression = Suppression(self.engine, lambda: erasure_key(settings))  # customers erased on request
         self.start = start
         self.end = end  # no job runs at or after it (the events still build state)
         self.models = tuple(models)
@@ -404,7 +413,10 @@ class CampaignRuntime:
             self._consent_book = None
 
     def _still_consented(self, entry: Any, campaign: Campaign, now: datetime) -> str | None:
-        """The last look before a queued advertising message goes: consent withdrawn since the decision stops it."""
+        """The last look before a queued message goes: an erasure since the decision stops any message, consent
+        withdrawn since stops advertising."""
+        if entry.customer_id in self.suppression:
+            return "customer erased on request: on the suppression list"
         if campaign.kind != "advertising":
             return None
         if self._consent_at(now).granted(entry.customer_id, campaign.channel, "advertising"):
@@ -451,8 +463,9 @@ class CampaignRuntime:
                     continue  # offered or subscribed already: no second offer while one is open
                 if not audience or matches(campaign.audience, self.contexts[cand.customer_id], at) is None:
                     fresh.append(cand)
+            self.suppression.refresh()
             decisions = arbitrate(fresh, campaigns, self.contexts, self._consent_at(at), self.caps, self.budgets,
-                                  at, self.campaign_set.paused(), self.control_percent)
+                                  at, self.campaign_set.paused(), self.control_percent, self.suppression)
         # An outranked candidate is not recorded: its occurrence may still win a later sweep inside its window
         # (a customer due in three categories today gets one message today, not one ever).
         recorded = [d for d in decisions if d.verdict is not Verdict.OUTRANKED]
@@ -474,6 +487,7 @@ class CampaignRuntime:
 
     def _deliver(self, at: datetime) -> None:
         with self._stage("deliver"):
+            self.suppression.refresh()
             self.deliverer.deliver(at, self.contexts.__getitem__, self.running(), paused=self.campaign_set.paused())
 
     def _check_models(self, saved: Mapping[str, str]) -> None:
