@@ -80,9 +80,12 @@ def served(backtest_home: Home) -> Iterator[Served]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: Path):
-    """Headless Chromium: --no-sandbox since the tests run as root, and no /dev/shm, which containers keep small."""
+    """Headless Chromium: --no-sandbox since the tests run as root, and no /dev/shm, which containers keep small.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open, so every
+    later `asyncio.run` in the session (the live-path tests) would fail if it stayed open."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
