@@ -110,9 +110,14 @@ _due_at = func.coalesce(_t.not_before, _t.decided_at)  # Entry.due
 
 
 def _due_query(now: datetime):
-    """Queued rows whose not_before has come (or that have none), oldest due first."""
+    """Queued rows decided by `now` whose not_before has come (or that have none), oldest due first.
+
+    Decided by `now`: a backtest resumed after a crash replays from its checkpoint, behind decisions the killed run
+    had recorded; those wait for the replay's clock to reach them (sent earlier, a message went before the moment
+    that decided it, and an offer it issued met purchases the uninterrupted run's did not)."""
     return (select(delivery_ledger)
-            .where(_t.verdict == Verdict.QUEUED.value, or_(_t.not_before.is_(None), _t.not_before <= now))
+            .where(_t.verdict == Verdict.QUEUED.value, _t.decided_at <= now,
+                   or_(_t.not_before.is_(None), _t.not_before <= now))
             .order_by(_due_at, _t.id))
 
 
@@ -152,7 +157,7 @@ class Ledger:
             return insert_new(conn, delivery_ledger, rows)
 
     def queued(self, now: datetime, limit: int | None = None) -> list[Entry]:
-        """Queued rows whose not_before has come (or that have none), oldest due first."""
+        """Queued rows decided by `now` whose not_before has come (or that have none), oldest due first."""
         query = _due_query(now)
         if limit:
             query = query.limit(limit)

@@ -65,6 +65,16 @@ def test_queued_rows_are_due_at_not_before_oldest_first(ledger: Ledger) -> None:
     assert due[0].channel == "email" and due[0].candidate == decision("b", "3", "o1", hours=1).candidate
 
 
+def test_a_row_decided_after_the_clock_waits_for_it(ledger: Ledger) -> None:
+    # A backtest resumed from its checkpoint runs behind what the killed run recorded: those rows wait.
+    ledger.record([decision("a", "1", "o1", hours=3), decision("b", "2", "o1", hours=1)], CHANNELS)
+    assert [e.customer_id for e in ledger.queued(T0 + timedelta(hours=2))] == ["2"]
+    with ledger.claim(T0 + timedelta(hours=2), 10) as claim:
+        assert [e.customer_id for e in claim.entries] == ["2"]
+        claim.commit([])
+    assert [e.customer_id for e in ledger.queued(T0 + timedelta(hours=3))] == ["2", "1"]
+
+
 def test_mark_moves_only_queued_rows(ledger: Ledger) -> None:
     d = decision("a", "1", "o")
     ledger.record([d], CHANNELS)
